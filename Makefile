@@ -29,7 +29,9 @@ BUILD_INPUTS := buildout.cfg appliance.cfg versions.cfg $(wildcard local.cfg) \
 run: build
 	bin/start
 
-test: build
+test: build .venv/bin/ruff
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	bin/test
 
 build: deps .installed.cfg
@@ -59,6 +61,10 @@ deps:
 	.venv/bin/pip install -q --disable-pip-version-check \
 		$(foreach d,$(BOOTSTRAP),$(d)==$(call pin,$(d)))
 	.venv/bin/buildout -c $(CFG) bootstrap
+	touch $@
+
+.venv/bin/ruff: versions.cfg .venv/bin/buildout
+	.venv/bin/pip install -q --disable-pip-version-check ruff==$(call pin,ruff)
 	touch $@
 
 .installed.cfg: .venv/bin/buildout $(BUILD_INPUTS)

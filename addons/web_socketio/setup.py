@@ -1,21 +1,22 @@
 # This file is part of oe.web.socketio. The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """The Tryton module web_socketio, installed as trytond.modules.web_socketio."""
+
 from setuptools import setup
 
-MODULE = 'web_socketio'
-PACKAGE = 'trytond.modules.' + MODULE
+MODULE = "web_socketio"
+PACKAGE = "trytond.modules." + MODULE
 
 setup(
-    name='trytond_' + MODULE,
-    version='8.0.0',
-    description='oe.web.socketio: real-time push for Tryton',
-    license='GPL-3.0-or-later',
-    python_requires='>=3.11',
-    package_dir={PACKAGE: '.'},
-    packages=[PACKAGE, PACKAGE + '.tests'],
-    package_data={PACKAGE: ['tryton.cfg', '*.xml']},
-    install_requires=['trytond >= 8.0, < 8.1'],
-    entry_points={'trytond.modules': [MODULE + ' = ' + PACKAGE]},
+    name="trytond_" + MODULE,
+    version="8.0.0",
+    description="oe.web.socketio: real-time push for Tryton",
+    license="GPL-3.0-or-later",
+    python_requires=">=3.11",
+    package_dir={PACKAGE: "."},
+    packages=[PACKAGE, PACKAGE + ".tests"],
+    package_data={PACKAGE: ["tryton.cfg", "*.xml"]},
+    install_requires=["trytond >= 8.0, < 8.1"],
+    entry_points={"trytond.modules": [MODULE + " = " + PACKAGE]},
     zip_safe=False,
 )

@@ -5,7 +5,8 @@ from trytond.tests.test_tryton import ModuleTestCase
 
 class WebSocketIOTestCase(ModuleTestCase):
     "Test the web_socketio module"
-    module = 'web_socketio'
+
+    module = "web_socketio"
 
 
 del ModuleTestCase

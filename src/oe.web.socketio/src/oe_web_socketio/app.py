@@ -1,0 +1,122 @@
+"""Wiring: the WSGI application of the server.
+
+:class:`Application` owns the Socket.IO server and the router of plain HTTP
+routes, and dispatches between them: paths under ``/socket.io/`` go to
+Socket.IO, every other path to the router. It holds no logic of its own;
+later parts plug in here (namespaces with ``application.sio``, routes with
+``application.router.add``).
+
+Socket.IO runs in python-engineio's ``gevent`` async mode: its background
+tasks are greenlets and its WebSocket transport is simple-websocket (see
+:mod:`oe_web_socketio.server`). The default namespace ``/`` accepts every
+connection for now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import socketio
+
+from oe_web_socketio import __version__
+from oe_web_socketio.config import Config
+from oe_web_socketio.health import health_route
+from oe_web_socketio.routing import Router
+
+logger = logging.getLogger(__name__)
+
+#: Where Socket.IO is mounted (the client's ``path`` option, ``/socket.io/``).
+SOCKETIO_PATH = "socket.io"
+
+#: Loggers given to python-socketio and python-engineio. Given a boolean
+#: instead, they would add a handler of their own to their default logger
+#: and every record would be printed twice.
+SOCKETIO_LOGGER = logging.getLogger("oe_web_socketio.socketio")
+ENGINEIO_LOGGER = logging.getLogger("oe_web_socketio.engineio")
+
+
+def socketio_options(config: Config) -> dict[str, Any]:
+    """Keyword arguments of :class:`socketio.Server` for *config*."""
+    return {
+        "async_mode": "gevent",
+        "namespaces": ["/"],
+        "ping_interval": config.ping_interval,
+        "ping_timeout": config.ping_timeout,
+        "max_http_buffer_size": config.max_http_buffer_size,
+        "cors_allowed_origins": cors_allowed_origins(config.cors_allowed_origins),
+        "logger": SOCKETIO_LOGGER,
+        "engineio_logger": ENGINEIO_LOGGER,
+    }
+
+
+def cors_allowed_origins(origins: tuple[str, ...]) -> str | list[str] | None:
+    """Translate :attr:`Config.cors_allowed_origins` for python-engineio.
+
+    python-engineio reads ``None`` as "same origin only" (the origin must
+    match ``Host``, or ``X-Forwarded-Proto``/``X-Forwarded-Host``), ``"*"``
+    as "any origin", a list as "these origins", and the empty list as "do
+    not check the ``Origin`` header at all", which this project never wants.
+    """
+    if not origins:
+        return None
+    if origins == ("*",):
+        return "*"
+    return list(origins)
+
+
+class Application:
+    """The WSGI application: Socket.IO beside plain HTTP routes.
+
+    :param config: the settings of the server.
+
+    :ivar config: the settings of the server.
+    :ivar sio: the :class:`socketio.Server`; register namespaces on it.
+    :ivar router: the :class:`~.routing.Router` of plain HTTP routes.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sio = socketio.Server(**socketio_options(config))
+        self.router = Router()
+        self.router.add(
+            health_route(
+                version=__version__,
+                databases=config.databases,
+                count_clients=self.count_clients,
+            )
+        )
+        self._wsgi_app = socketio.WSGIApp(
+            self.sio, self.router, socketio_path=SOCKETIO_PATH
+        )
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        result: Iterable[bytes] = self._wsgi_app(environ, start_response)
+        return result
+
+    def count_clients(self) -> int:
+        """Number of clients connected to at least one namespace."""
+        manager = self.sio.manager
+        clients = set()
+        for namespace in list(manager.get_namespaces()):
+            for sid, eio_sid in manager.get_participants(namespace, None):
+                if manager.is_connected(sid, namespace):
+                    clients.add(eio_sid)
+        return len(clients)
+
+    def shutdown(self) -> None:
+        """Close every client session and stop Socket.IO's background tasks.
+
+        Does not wait for the clients: each one is sent a close packet, and
+        its connection ends when the client has read it. Clients told so
+        reconnect on their own, to this server once it is back.
+        """
+        eio = self.sio.eio
+        sessions = list(eio.sockets.values())
+        logger.info("Closing %d client session(s)", len(sessions))
+        for session in sessions:
+            session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        self.sio.shutdown()

@@ -1,0 +1,229 @@
+"""The command line entry point, ``oe_web_socketio``.
+
+Invariants:
+
+* :func:`main` patches the standard library for gevent
+  (:func:`oe_web_socketio.patch.patch`) before anything else, and imports
+  the modules that use gevent, Socket.IO (and later trytond and psycopg)
+  only after. This module itself imports only the standard library and
+  modules that leave gevent alone.
+* Settings come from the defaults, overridden by the configuration file
+  (``-c``), overridden by the other options.
+* A fault of the user (a bad option, a bad configuration file, an address
+  the server cannot listen on) is reported in one line on stderr, without
+  a traceback, with exit status :data:`EXIT_USAGE` or :data:`EXIT_LISTEN`.
+  Anything else is a bug and keeps its traceback.
+* SIGTERM and SIGINT stop the server gracefully; the exit status is then
+  :data:`EXIT_OK`. A second signal during the shutdown ends the process at
+  once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from oe_web_socketio import __version__
+from oe_web_socketio.config import LOG_LEVELS, Config
+from oe_web_socketio.exceptions import ConfigError, ListenError, OeWebSocketIOError
+from oe_web_socketio.patch import patch
+
+if TYPE_CHECKING:
+    from oe_web_socketio.app import Application
+    from oe_web_socketio.server import Server
+
+PROG = "oe_web_socketio"
+
+#: Exit status: stopped by a signal.
+EXIT_OK = 0
+#: Exit status: the server cannot listen on its address.
+EXIT_LISTEN = 1
+#: Exit status: bad command line or configuration.
+EXIT_USAGE = 2
+
+#: Format of the log records, on stderr.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+logger = logging.getLogger(__name__)
+
+
+class UsageError(OeWebSocketIOError):
+    """The command line is invalid; the message says why."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print the usage and exit; main() prints one line.
+        raise UsageError(message)
+
+
+def _comma_list(value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",")]
+    if "" in items:
+        raise argparse.ArgumentTypeError(f"empty name in {value!r}")
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the command line; errors raise :class:`UsageError`."""
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Socket.IO server on gevent beside the Tryton ERP.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "-c", "--config", metavar="CONFIG", help="the configuration file"
+    )
+    parser.add_argument(
+        "-d",
+        "--database",
+        dest="databases",
+        metavar="DB[,DB...]",
+        type=_comma_list,
+        action="extend",
+        help="database(s) to serve, comma separated; repeatable",
+    )
+    parser.add_argument(
+        "-i", "--interface", metavar="IFACE", help="address to listen on"
+    )
+    parser.add_argument(
+        "-p", "--port", type=int, metavar="PORT", help="TCP port to listen on"
+    )
+    parser.add_argument(
+        "--max-cursor",
+        type=int,
+        metavar="N",
+        help="size of the read-only cursor pool per database",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="level of the log on stderr",
+    )
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Build the :class:`Config` from parsed options.
+
+    :raises ConfigError: the file or an option has an invalid value.
+    """
+    config = Config.from_file(args.config) if args.config else Config()
+    overrides: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("databases", args.databases),
+            ("interface", args.interface),
+            ("port", args.port),
+            ("max_cursor", args.max_cursor),
+            ("log_level", args.log_level),
+        )
+        if value is not None
+    }
+    if "databases" in overrides:
+        overrides["databases"] = tuple(overrides["databases"])
+    try:
+        return config.replace(**overrides)
+    except ConfigError as exc:
+        raise exc.with_source("command line") from None
+
+
+#: Loggers that report every packet at INFO: below DEBUG they are kept to
+#: warnings and errors.
+CHATTY_LOGGERS = ("oe_web_socketio.socketio", "oe_web_socketio.engineio")
+
+
+def configure_logging(level: str) -> None:
+    """Send log records of *level* and above to stderr."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    chatty_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty_level)
+
+
+def listen_error_message(exc: ListenError) -> str:
+    """The one line telling the user why the server cannot listen."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {exc.port} on {exc.interface} is already in use; "
+            "stop the other server or choose another port with -p"
+        )
+    return f"{exc}; check -i/--interface and -p/--port"
+
+
+def serve(server: Server, application: Application) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+
+    Stops accepting, closes the clients' sessions, then waits for open
+    connections up to :attr:`Server.stop_timeout`.
+    """
+    import gevent
+    import gevent.event
+
+    stop_requested = gevent.event.Event()
+    received: list[signal.Signals] = []
+
+    def request_stop(signum: signal.Signals) -> None:
+        received.append(signum)
+        stop_requested.set()
+
+    watchers = [
+        gevent.signal_handler(signum, request_stop, signum)
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    ]
+    try:
+        stop_requested.wait()
+    finally:
+        # From now on the default action applies: a second signal kills.
+        for watcher in watchers:
+            watcher.cancel()
+    logger.info("Received %s, stopping", received[0].name)
+    server.close()
+    application.shutdown()
+    server.stop()
+    logger.info("Stopped")
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server; return the exit status.
+
+    :param argv: the arguments, without the program name; ``sys.argv[1:]``
+        when ``None``.
+
+    ``--help`` and ``--version`` print and raise :class:`SystemExit` (0),
+    as argparse does.
+    """
+    patch()
+    try:
+        args = build_parser().parse_args(argv)
+        config = load_config(args)
+    except (UsageError, ConfigError) as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    configure_logging(config.log_level)
+
+    from oe_web_socketio.app import Application
+    from oe_web_socketio.server import make_server
+
+    application = Application(config)
+    server = make_server(config, application)
+    try:
+        server.start()
+    except ListenError as exc:
+        _fail(listen_error_message(exc))
+        return EXIT_LISTEN
+    logger.info(
+        "Listening on %s (databases: %s)", server.url, ", ".join(config.databases)
+    )
+    serve(server, application)
+    return EXIT_OK

@@ -1,0 +1,302 @@
+"""Typed settings of the server.
+
+:class:`Config` is an immutable value: it is built once (from defaults, a
+configuration file, then command-line overrides) and passed to whatever
+needs it. Invariants:
+
+* a :class:`Config` instance is always valid: every constructor path, the
+  dataclass constructor, :meth:`Config.from_file` and :meth:`Config.replace`,
+  runs the same validation and raises :class:`~.exceptions.ConfigError`
+  naming the key at fault;
+* nothing here reads the environment, and files are read only by
+  :meth:`Config.from_file`, never at import time.
+
+The configuration file is an INI file with one section,
+``[oe_web_socketio]``, whose keys are the field names of :class:`Config`.
+List values are comma separated. Other sections are ignored, so the file
+may be shared; unknown keys in our section are errors.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import difflib
+import ipaddress
+import math
+import types
+import typing
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from oe_web_socketio.exceptions import ConfigError
+
+#: The section of the configuration file read by :meth:`Config.from_file`.
+SECTION = "oe_web_socketio"
+
+#: Accepted values of :attr:`Config.log_level`.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """Settings of one server process.
+
+    :ivar databases: names of the Tryton databases served; at least one.
+    :ivar interface: address (or host name) the server listens on.
+    :ivar port: TCP port the server listens on; ``0`` picks a free port.
+    :ivar max_cursor: size of the read-only cursor pool per database.
+    :ivar trytond_config: path of trytond's configuration file, if any.
+    :ivar trusted_proxies: addresses or networks of the reverse proxies
+        whose ``X-Forwarded-*`` headers are believed.
+    :ivar log_level: one of :data:`LOG_LEVELS`.
+    :ivar ping_interval: seconds between Engine.IO pings. Engine.IO
+        announces it to clients in whole seconds (it truncates).
+    :ivar ping_timeout: seconds a client has to answer a ping.
+    :ivar max_http_buffer_size: largest message accepted, in bytes.
+    :ivar cors_allowed_origins: origins (``scheme://host[:port]``) allowed
+        to connect from another origin; ``("*",)`` allows any origin and
+        the empty tuple allows the same origin only.
+    """
+
+    databases: tuple[str, ...] = ("oe",)
+    interface: str = "127.0.0.1"
+    port: int = 8068
+    max_cursor: int = 8
+    trytond_config: str | None = None
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    log_level: str = "INFO"
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    max_http_buffer_size: int = 1_000_000
+    cors_allowed_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            _check_type(field.name, value, _HINTS[field.name])
+            validate = _VALIDATORS.get(field.name)
+            if validate is not None:
+                problem = validate(value)
+                if problem is not None:
+                    raise ConfigError(problem, key=field.name)
+
+    @classmethod
+    def from_file(cls, path: str) -> Config:
+        """Read the ``[oe_web_socketio]`` section of the INI file *path*.
+
+        Keys absent from the file keep their default.
+
+        :raises ConfigError: the file cannot be read or parsed, it has no
+            ``[oe_web_socketio]`` section, or a key is unknown or has an
+            invalid value. The message names *path* and the key.
+        """
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as file:
+                parser.read_file(file)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the file: {exc.strerror}", source=path
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError("the file is not valid UTF-8", source=path) from exc
+        except configparser.Error as exc:
+            raise ConfigError(
+                f"not a valid INI file: {exc.message}", source=path
+            ) from exc
+        if not parser.has_section(SECTION):
+            raise ConfigError(f"no [{SECTION}] section", source=path)
+        try:
+            values = _parse_section(parser[SECTION])
+            return cls(**values)
+        except ConfigError as exc:
+            raise exc.with_source(path) from None
+
+    def replace(self, **overrides: Any) -> Config:
+        """Return a copy with the fields named in *overrides* replaced.
+
+        :raises ConfigError: a new value is invalid.
+        """
+        return dataclasses.replace(self, **overrides)
+
+
+#: Resolved type of each field of :class:`Config`.
+_HINTS: dict[str, Any] = typing.get_type_hints(Config)
+
+
+def _parse_section(section: configparser.SectionProxy) -> dict[str, Any]:
+    """Convert the raw strings of *section* to typed field values."""
+    known = [field.name for field in dataclasses.fields(Config)]
+    values = {}
+    for key, raw in section.items():
+        if key not in known:
+            raise ConfigError(_unknown_key_problem(key, known), key=key)
+        parse = _KEY_PARSERS.get(key) or _PARSERS[_HINTS[key]]
+        values[key] = parse(key, raw.strip())
+    return values
+
+
+def _unknown_key_problem(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown key (did you mean {close[0]}?)"
+    return f"unknown key (known keys: {', '.join(known)})"
+
+
+def _parse_int(key: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"not an integer: {raw!r}", key=key) from None
+
+
+def _parse_float(key: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"not a number: {raw!r}", key=key) from None
+    if not math.isfinite(value):
+        raise ConfigError(f"not a finite number: {raw!r}", key=key)
+    return value
+
+
+def _parse_str(key: str, raw: str) -> str:
+    return raw
+
+
+def _parse_optional_str(key: str, raw: str) -> str | None:
+    return raw or None
+
+
+def _parse_list(key: str, raw: str) -> tuple[str, ...]:
+    items = [item.strip() for item in raw.split(",")]
+    if items == [""]:
+        return ()
+    if "" in items:
+        raise ConfigError(f"empty item in comma separated list {raw!r}", key=key)
+    return tuple(items)
+
+
+_PARSERS: dict[Any, Callable[[str, str], Any]] = {
+    int: _parse_int,
+    float: _parse_float,
+    str: _parse_str,
+    str | None: _parse_optional_str,
+    tuple[str, ...]: _parse_list,
+}
+
+#: Parsers of the keys whose conversion is more than their type's.
+_KEY_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "log_level": lambda key, raw: raw.upper(),
+}
+
+
+def _check_type(key: str, value: object, hint: object) -> None:
+    """Refuse a value of the wrong type, e.g. a list where a tuple is due."""
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "an integer"
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        expected = "a number"
+    elif hint is str:
+        ok = isinstance(value, str)
+        expected = "a string"
+    elif isinstance(hint, types.UnionType):  # str | None
+        ok = value is None or isinstance(value, str)
+        expected = "a string or None"
+    else:  # tuple[str, ...]
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        expected = "a tuple of strings"
+    if not ok:
+        raise ConfigError(f"must be {expected}, got {value!r}", key=key)
+
+
+def _check_databases(names: tuple[str, ...]) -> str | None:
+    if not names:
+        return "at least one database is required"
+    for name in names:
+        if not name or name != name.strip():
+            return f"invalid database name {name!r}"
+        if "/" in name:
+            return f"a database name cannot contain '/': {name!r}"
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        return f"database listed twice: {', '.join(duplicates)}"
+    return None
+
+
+def _check_interface(interface: str) -> str | None:
+    if not interface or interface != interface.strip():
+        return f"invalid interface {interface!r}"
+    return None
+
+
+def _check_port(port: int) -> str | None:
+    if not 0 <= port <= 65535:
+        return f"must be between 0 and 65535, got {port}"
+    return None
+
+
+def _at_least(minimum: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        if value < minimum:
+            return f"must be at least {minimum}, got {value}"
+        return None
+
+    return check
+
+
+def _positive(value: float) -> str | None:
+    if not (math.isfinite(value) and value > 0):
+        return f"must be a positive number of seconds, got {value}"
+    return None
+
+
+def _check_trusted_proxies(proxies: tuple[str, ...]) -> str | None:
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            return f"not an IP address or network: {proxy!r}"
+    return None
+
+
+def _check_log_level(level: str) -> str | None:
+    if level not in LOG_LEVELS:
+        return f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
+    return None
+
+
+def _check_origins(origins: tuple[str, ...]) -> str | None:
+    if "*" in origins:
+        if len(origins) > 1:
+            return "'*' allows any origin and cannot be combined with others"
+        return None
+    for origin in origins:
+        parts = urllib.parse.urlsplit(origin)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path
+            or parts.query
+            or parts.fragment
+        ):
+            return f"not an origin (scheme://host[:port]): {origin!r}"
+    return None
+
+
+_VALIDATORS: dict[str, Callable[[Any], str | None]] = {
+    "databases": _check_databases,
+    "interface": _check_interface,
+    "port": _check_port,
+    "max_cursor": _at_least(1),
+    "trusted_proxies": _check_trusted_proxies,
+    "log_level": _check_log_level,
+    "ping_interval": _positive,
+    "ping_timeout": _positive,
+    "max_http_buffer_size": _at_least(1),
+    "cors_allowed_origins": _check_origins,
+}

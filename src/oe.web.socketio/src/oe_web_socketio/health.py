@@ -1,0 +1,59 @@
+"""The ``GET /health`` route: is the server up, and what does it serve.
+
+The answer is JSON::
+
+    {"status": "ok", "version": "0.1.0", "databases": ["oe"], "clients": 3}
+
+where ``clients`` is the number of Socket.IO clients connected right now.
+This module knows nothing of Socket.IO: the count comes from a callable
+given by the wiring (:mod:`oe_web_socketio.app`). The answer must never be
+cached, so it says ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from oe_web_socketio.routing import READ_METHODS, Request, Response, Route
+
+#: The path of the route.
+PATH = "/health"
+
+
+class Health:
+    """Endpoint answering the health of the server.
+
+    :param version: the version of the server.
+    :param databases: the names of the databases served.
+    :param count_clients: returns the number of connected clients.
+    """
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        databases: Sequence[str],
+        count_clients: Callable[[], int],
+    ) -> None:
+        self.version = version
+        self.databases = tuple(databases)
+        self.count_clients = count_clients
+
+    def __call__(self, request: Request) -> Response:
+        return Response.json(
+            {
+                "status": "ok",
+                "version": self.version,
+                "databases": list(self.databases),
+                "clients": self.count_clients(),
+            },
+            headers=[("Cache-Control", "no-store")],
+        )
+
+
+def health_route(
+    *, version: str, databases: Sequence[str], count_clients: Callable[[], int]
+) -> Route:
+    """The ``/health`` route, for ``GET`` and ``HEAD``."""
+    endpoint = Health(version=version, databases=databases, count_clients=count_clients)
+    return Route(PATH, endpoint, READ_METHODS)

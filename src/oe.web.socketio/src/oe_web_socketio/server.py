@@ -1,0 +1,191 @@
+"""The gevent WSGI server.
+
+:class:`Server` is gevent's :class:`~gevent.pywsgi.WSGIServer` with three
+changes, each for a reason of this project:
+
+* Every accepted TCP connection gets ``TCP_NODELAY`` before its first
+  request is read. gevent leaves Nagle's algorithm on, so a lone small
+  Socket.IO message would wait about 40 ms for the peer's delayed ACK.
+* A connection that asked for a WebSocket, or whose WSGI application
+  returned without calling ``start_response``, is closed after the
+  response instead of kept alive (see :class:`Handler`).
+* Handlers run in a :class:`gevent.pool.Pool`, so :meth:`Server.stop` waits
+  for open connections (up to :attr:`Server.stop_timeout`) instead of
+  leaving them behind, and binding the listening socket either succeeds or
+  raises :class:`~.exceptions.ListenError` with nothing left open.
+
+How WebSocket works here: python-engineio's ``gevent`` async mode, when
+gevent-websocket is not installed, hands the request to simple-websocket.
+simple-websocket recognises gevent by ``environ["SERVER_SOFTWARE"]``
+starting with ``"gevent"`` (so never override it), takes the connection's
+socket out of ``environ["wsgi.input"]``, ``dup()``\\ s it, writes the
+``101 Switching Protocols`` answer itself and runs the WebSocket on the
+duplicate in a greenlet. The WSGI application returns only when the
+WebSocket is closed, without having called ``start_response``. Socket
+options such as ``TCP_NODELAY`` are shared by the duplicate.
+
+Nothing here requires the standard library to be monkey-patched: gevent's
+own sockets are used explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent.pool
+import gevent.socket
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from oe_web_socketio.config import Config
+from oe_web_socketio.exceptions import ListenError
+
+logger = logging.getLogger(__name__)
+
+#: Logger of one line per HTTP request (gevent's access log).
+access_logger = logging.getLogger("oe_web_socketio.access")
+
+WSGIApplication = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """Disable Nagle's algorithm on *sock* if it is a TCP socket.
+
+    :raises OSError: the system refused, e.g. because the peer has already
+        reset the connection.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def is_websocket_request(environ: dict[str, Any]) -> bool:
+    """Whether the request asks to switch to the WebSocket protocol."""
+    upgrade: str = environ.get("HTTP_UPGRADE", "")
+    return upgrade.lower() == "websocket"
+
+
+class Handler(WSGIHandler):
+    """Per-connection handler: gevent's, plus the end of taken-over sockets.
+
+    After a WebSocket, the bytes that follow on the connection are not an
+    HTTP request, so the connection is closed rather than kept alive. Note
+    that python-engineio answers ``200`` through ``start_response`` once a
+    WebSocket *upgraded from polling* ends (it does not for a WebSocket
+    opened directly): the status alone does not tell a WebSocket.
+    """
+
+    def run_application(self) -> None:
+        super().run_application()
+        if self.status is None or is_websocket_request(self.environ):
+            self.close_connection = True
+
+
+class Server(WSGIServer):
+    """The gevent WSGI server of :mod:`oe_web_socketio`.
+
+    :param address: ``(host, port)`` to listen on; port ``0`` picks a free
+        port, read it from :attr:`address` or :attr:`url` after
+        :meth:`start`.
+    :param application: the WSGI application.
+    """
+
+    handler_class = Handler
+
+    #: Seconds :meth:`stop` waits for open connections to end before it
+    #: kills their greenlets.
+    stop_timeout: float = 5.0
+
+    #: Most connections handled at once, or ``None`` for no limit. When the
+    #: limit is reached the server stops accepting until a connection ends.
+    max_connections: int | None = None
+
+    def __init__(self, address: tuple[str, int], application: WSGIApplication) -> None:
+        super().__init__(
+            address,
+            application,
+            spawn=gevent.pool.Pool(self.max_connections),
+            log=access_logger,
+            error_log=logger,
+            # Spares gevent a reverse DNS lookup (getfqdn) at start.
+            environ={"SERVER_NAME": address[0]},
+        )
+
+    @classmethod
+    def get_listener(
+        cls,
+        address: tuple[str, int],
+        backlog: int | None = None,
+        family: int | None = None,
+    ) -> gevent.socket.socket:
+        """Create the listening socket, or raise and leave nothing open.
+
+        Unlike gevent's default, the socket is closed when binding fails,
+        and the exception of ``bind()`` is not reworded.
+        """
+        sock = gevent.socket.socket(family or socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if cls.reuse_addr is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, cls.reuse_addr)
+            sock.bind(address)
+            sock.listen(backlog if backlog is not None else cls.backlog)
+            # gevent's accept loop expects a non-blocking listener.
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def start(self) -> None:
+        """Bind, listen and start accepting connections.
+
+        :raises ListenError: the address cannot be bound (port in use,
+            interface not on this host, unknown host name, permission).
+            Nothing is left open then, and :meth:`start` may be retried.
+        """
+        host, port = self.address[:2]
+        try:
+            super().start()
+        except OSError as exc:
+            raise ListenError(host, port, exc.errno, exc.strerror or str(exc)) from exc
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, then drain: wait for open connections to end.
+
+        Connections still open after *timeout* seconds (default
+        :attr:`stop_timeout`) are killed, and a warning says how many.
+        Calling it again, or after :meth:`close`, is harmless.
+        """
+        if timeout is None:
+            timeout = self.stop_timeout
+        self.close()
+        if not self.pool.join(timeout=timeout):
+            logger.warning(
+                "Killing %d connection(s) still open after %g s",
+                len(self.pool),
+                timeout,
+            )
+            self.pool.kill(block=True, timeout=1)
+
+    def handle(self, sock: gevent.socket.socket, address: Any) -> None:
+        """Handle one accepted connection, with Nagle's algorithm off."""
+        try:
+            set_nodelay(sock)
+        except OSError as exc:
+            # The peer is gone already; the handler finds out on its own.
+            logger.debug("Cannot set TCP_NODELAY for %s: %s", address, exc)
+        super().handle(sock, address)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the listening socket."""
+        host, port = self.address[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+
+def make_server(config: Config, wsgi_app: WSGIApplication) -> Server:
+    """Build (not start) the server listening where *config* says."""
+    return Server((config.interface, config.port), wsgi_app)

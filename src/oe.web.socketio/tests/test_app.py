@@ -1,0 +1,108 @@
+"""Tests of :mod:`oe_web_socketio.app`, the wiring, called as WSGI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from oe_web_socketio.app import (
+    Application,
+    cors_allowed_origins,
+    socketio_options,
+)
+from oe_web_socketio.config import Config
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def call(app, method, path, query=""):
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"] = status
+        answer["headers"] = dict(headers)
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "localhost",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    body = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], body
+
+
+@pytest.mark.parametrize(
+    ("origins", "expected"),
+    [
+        ((), None),  # same origin only
+        (("*",), "*"),
+        (
+            ("https://a.org", "http://b.org:8080"),
+            ["https://a.org", "http://b.org:8080"],
+        ),
+    ],
+)
+def test_cors_allowed_origins(origins, expected):
+    assert cors_allowed_origins(origins) == expected
+
+
+def test_socketio_options_follow_config():
+    options = socketio_options(
+        Config(ping_interval=3, ping_timeout=4, max_http_buffer_size=5)
+    )
+    assert options["async_mode"] == "gevent"
+    assert options["namespaces"] == ["/"]
+    assert (options["ping_interval"], options["ping_timeout"]) == (3, 4)
+    assert options["max_http_buffer_size"] == 5
+    assert options["cors_allowed_origins"] is None
+
+
+def test_application_builds_a_gevent_socketio_server():
+    app = Application(Config(ping_interval=3))
+    assert app.sio.async_mode == "gevent"
+    assert app.sio.eio.ping_interval == 3
+    assert app.count_clients() == 0
+
+
+def test_plain_paths_go_to_the_router():
+    app = Application(Config(databases=("x",)))
+    status, _, body = call(app, "GET", "/health")
+    assert status == "200 OK"
+    assert json.loads(body)["databases"] == ["x"]
+    status, _, body = call(app, "GET", "/socket.io")  # no trailing slash
+    assert status == "404 Not Found"
+    assert json.loads(body) == {"error": "not found"}
+
+
+def test_socketio_paths_go_to_engineio():
+    app = Application(Config())
+    status, _, body = call(app, "GET", "/socket.io/", "EIO=4&transport=polling")
+    assert status == "200 OK"
+    assert body.startswith(b'0{"sid":')
+    assert app.count_clients() == 0  # an Engine.IO session, no namespace yet
+    [session] = app.sio.eio.sockets.values()
+    assert not session.closed
+    app.shutdown()
+    assert session.closed
+
+
+def test_refuses_other_origins_by_default():
+    app = Application(Config())
+
+    def start_response(status, headers, exc_info=None):
+        start_response.status = status
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/socket.io/",
+        "QUERY_STRING": "EIO=4&transport=polling",
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "localhost",
+        "HTTP_ORIGIN": "http://evil.example",
+    }
+    body = b"".join(app(environ, start_response))
+    assert start_response.status == "400 BAD REQUEST"
+    assert b"Not an accepted origin" in body

@@ -1,0 +1,227 @@
+"""Tests of :mod:`oe_web_socketio.server`.
+
+Two kinds: the server run in this process (gevent, unpatched: the client
+side uses gevent sockets too, so the hub keeps running), and Socket.IO
+handshakes with the real client against a real server process.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Iterator
+
+import gevent
+import gevent.event
+import gevent.socket
+import pytest
+import requests
+import socketio
+from oe_web_socketio.config import Config
+from oe_web_socketio.exceptions import ListenError
+from oe_web_socketio.server import Handler, Server, make_server, set_nodelay
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def hello_app(environ, start_response):
+    body = b"hello"
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    """An in-process server of :func:`hello_app` on a free port."""
+    server = Server(("127.0.0.1", 0), hello_app)
+    server.start()
+    yield server
+    server.stop(timeout=1)
+
+
+def read_until_closed(sock: gevent.socket.socket, timeout: float = 5) -> bytes:
+    chunks = []
+    with gevent.Timeout(timeout):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- TCP_NODELAY
+
+
+def test_set_nodelay_on_accepted_tcp_socket():
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()[:2]),
+    ):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert not accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            set_nodelay(accepted)
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_set_nodelay_leaves_unix_sockets_alone():
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        set_nodelay(left)  # TCP_NODELAY would raise OSError here
+        left.sendall(b"x")
+        assert right.recv(1) == b"x"
+
+
+def test_server_sets_nodelay_before_handling():
+    seen = []
+
+    class RecordingHandler(Handler):
+        def handle(self):
+            seen.append(self.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            super().handle()
+
+    server = Server(("127.0.0.1", 0), hello_app)
+    server.handler_class = RecordingHandler
+    server.start()
+    try:
+        with gevent.socket.create_connection(server.address[:2]) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(client).endswith(b"hello")
+    finally:
+        server.stop(timeout=1)
+    assert len(seen) == 1 and seen[0] != 0
+
+
+# --- keep-alive and WebSocket requests
+
+
+def test_plain_requests_keep_the_connection_alive(server):
+    request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    last = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    with gevent.socket.create_connection(server.address[:2]) as client:
+        client.sendall(request + last)
+        assert read_until_closed(client).count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_connection_is_closed_after_a_websocket_request(server):
+    upgrade = (
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\n\r\n"
+    )
+    with gevent.socket.create_connection(server.address[:2]) as client:
+        client.sendall(upgrade + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_until_closed(client).count(b"HTTP/1.1 200 OK") == 1
+
+
+def test_connection_is_closed_when_the_app_took_the_socket_over():
+    def silent_app(environ, start_response):
+        return []  # as python-engineio does once a WebSocket has ended
+
+    server = Server(("127.0.0.1", 0), silent_app)
+    server.start()
+    try:
+        with gevent.socket.create_connection(server.address[:2]) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 2)
+            assert read_until_closed(client) == b""
+    finally:
+        server.stop(timeout=1)
+
+
+# --- start and stop
+
+
+def test_start_on_a_taken_port_raises_listen_error_and_can_be_retried():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = Server(("127.0.0.1", port), hello_app)
+        with pytest.raises(ListenError) as info:
+            server.start()
+    assert (info.value.interface, info.value.port) == ("127.0.0.1", port)
+    assert info.value.errno == errno.EADDRINUSE
+    assert info.value.reason == "Address already in use"
+    assert not server.started
+    server.start()  # the port is free now
+    try:
+        assert server.started
+        assert server.address[1] == port
+    finally:
+        server.stop(timeout=1)
+
+
+def test_start_on_an_unknown_host_raises_listen_error():
+    server = Server(("host.invalid", 0), hello_app)
+    with pytest.raises(ListenError) as info:
+        server.start()
+    assert info.value.interface == "host.invalid"
+    assert isinstance(info.value.__cause__, socket.gaierror)
+
+
+def test_stop_kills_connections_left_open_after_the_timeout(server, caplog):
+    address = server.address[:2]
+    with gevent.socket.create_connection(address) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        with gevent.Timeout(5):
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        # The connection is kept alive: stop() has to end it.
+        with caplog.at_level(logging.WARNING, logger="oe_web_socketio.server"):
+            server.stop(timeout=0.2)
+        assert read_until_closed(client) == b""
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["Killing 1 connection(s) still open after 0.2 s"]
+    with pytest.raises(ConnectionRefusedError):
+        gevent.socket.create_connection(address).close()
+    server.stop()  # again: harmless
+
+
+def test_stop_waits_for_a_request_in_progress():
+    started, release = gevent.event.Event(), gevent.event.Event()
+
+    def slow_app(environ, start_response):
+        started.set()
+        release.wait()
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"done"]
+
+    server = Server(("127.0.0.1", 0), slow_app)
+    server.start()
+    with gevent.socket.create_connection(server.address[:2]) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert started.wait(5)
+        gevent.spawn_later(0.1, release.set)
+        server.stop(timeout=5)
+        assert release.is_set()
+        assert read_until_closed(client).endswith(b"done")
+
+
+def test_make_server_uses_interface_and_port():
+    server = make_server(Config(interface="127.0.0.1", port=0), hello_app)
+    assert server.address == ("127.0.0.1", 0)
+    assert server.application is hello_app
+    assert server.environ["SERVER_NAME"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [(("127.0.0.1", 8068), "http://127.0.0.1:8068"), (("::1", 1), "http://[::1]:1")],
+)
+def test_url(address, url):
+    assert Server(address, hello_app).url == url
+
+
+# --- Socket.IO handshakes against a real server process
+
+
+@pytest.mark.parametrize(
+    "transports", [["websocket"], ["polling"], ["polling", "websocket"]]
+)
+def test_socketio_handshake(spawn_server, transports):
+    server = spawn_server()
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(server.url, transports=transports, wait_timeout=10)
+        assert client.connected
+        assert client.sid
+        assert client.transport() == transports[-1]
+        answer = requests.get(f"{server.url}/health", timeout=5).json()
+        assert answer["clients"] == 1
+    finally:
+        client.disconnect()

@@ -1,0 +1,24 @@
+"""Fixtures for the tests of the whole appliance."""
+
+import pytest
+
+from .appliance import ROOT, Appliance
+
+
+@pytest.fixture(scope="session")
+def appliance():
+    """This checkout's appliance, running.
+
+    Started with ``bin/start --daemon`` (creating its database on first run)
+    unless it already runs; stopped at the end only if started here.
+    """
+    stack = Appliance(ROOT)
+    started_here = not stack.supervisord_running()
+    result = stack.run("start", "--daemon", timeout=900)
+    if result.returncode != 0:
+        if started_here:
+            stack.run("supervisorctl", "shutdown", timeout=120)
+        pytest.fail(f"bin/start failed: {result.stderr.strip()}")
+    yield stack
+    if started_here:
+        stack.run("supervisorctl", "shutdown", timeout=120)

@@ -1,0 +1,94 @@
+"""The appliance as an integrator meets it: the stack under supervisor,
+reached through nginx by the Tryton JSON-RPC API and by Socket.IO clients."""
+
+import json
+import re
+import urllib.request
+
+import socketio
+
+from .appliance import PROGRAMS
+
+
+def test_every_program_reaches_running(appliance):
+    status = appliance.wait_status("RUNNING")
+    assert set(status) == PROGRAMS
+    assert set(status.values()) == {"RUNNING"}
+
+
+def test_jsonrpc_login_through_nginx(appliance):
+    user_id, key, _bus = appliance.rpc(
+        "common.db.login", ["admin", {"password": appliance.admin_password}, "en"]
+    )
+    assert user_id == 1
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+
+
+def test_jsonrpc_login_refused_with_wrong_password(appliance):
+    try:
+        appliance.rpc("common.db.login", ["admin", {"password": "wrong"}, "en"])
+    except urllib.error.HTTPError as error:
+        assert error.code in {401, 403, 429}
+    else:
+        raise AssertionError("a wrong password logged in")
+
+
+def _handshake(url: str, transport: str) -> tuple[str, str]:
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(url, transports=[transport], wait_timeout=10)
+        return client.get_sid(), client.transport()
+    finally:
+        client.disconnect()
+
+
+def test_socketio_handshake_over_websocket_through_nginx(appliance):
+    sid, transport = _handshake(appliance.url, "websocket")
+    assert sid
+    assert transport == "websocket"
+
+
+def test_socketio_handshake_over_polling_through_nginx(appliance):
+    sid, transport = _handshake(appliance.url, "polling")
+    assert sid
+    assert transport == "polling"
+
+
+def test_health_of_the_realtime_server(appliance):
+    url = f"http://127.0.0.1:{appliance.socketio_port}/health"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        health = json.load(response)
+    assert health["status"] == "ok"
+    assert health["databases"] == [appliance.database]
+
+
+def test_start_again_on_a_running_stack_changes_nothing(appliance):
+    setup_log = appliance.directory / "var" / "log" / "setup.log"
+    before = setup_log.read_text() if setup_log.exists() else ""
+    result = appliance.run("start", "--daemon")
+    assert result.returncode == 0, result.stderr
+    assert "Creating the database" not in result.stdout
+    assert (setup_log.read_text() if setup_log.exists() else "") == before
+    assert set(appliance.status().values()) == {"RUNNING"}
+
+
+def test_stop_all_then_start_keeps_the_database(appliance):
+    session = appliance.login()
+    marker = f"appliance-test-{id(session)}"
+    (group_id,) = appliance.rpc(
+        "model.res.group.create", [[{"name": marker}], {}], session
+    )
+
+    assert appliance.run("supervisorctl", "stop", "all").returncode == 0
+    assert set(appliance.wait_status("STOPPED").values()) == {"STOPPED"}
+    assert appliance.run("supervisorctl", "start", "all").returncode == 0
+    assert set(appliance.wait_status("RUNNING").values()) == {"RUNNING"}
+
+    session = appliance.login()
+    found = appliance.rpc(
+        "model.res.group.search_read",
+        [[("name", "=", marker)], 0, None, None, ["name"], {}],
+        session,
+    )
+    assert [g["id"] for g in found] == [group_id]
+    appliance.rpc("model.res.group.delete", [[group_id], {}], session)

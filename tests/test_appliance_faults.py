@@ -1,0 +1,229 @@
+"""What an integrator sees when something is wrong: one line saying what and
+what to do, and a non-zero exit.
+
+Each test configures a copy of this checkout through its own local.cfg (its
+own ports, cluster and database, the shared eggs), runs the buildout, then
+the command a user would run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .appliance import ROOT, Appliance
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ApplianceCopy(Appliance):
+    """A copy of the committed files of this checkout, built by its buildout."""
+
+    def configure(self, extra: str = "") -> subprocess.CompletedProcess:
+        """Write local.cfg (base settings plus ``extra``) and run the buildout."""
+        (self.directory / "local.cfg").write_text(
+            self.base_cfg + textwrap.dedent(extra)
+        )
+        return subprocess.run(
+            [str(ROOT / "bin" / "buildout"), "-c", "local.cfg"],
+            cwd=self.directory,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def base_cfg(self) -> str:
+        return textwrap.dedent(
+            f"""\
+            [buildout]
+            extends = buildout.cfg
+            eggs-directory = {ROOT / "eggs"}
+            develop =
+                {ROOT / "src" / "oe.web.socketio"}
+                {ROOT / "addons" / "web_socketio"}
+            newest = false
+
+            [ports]
+            http = {self.ports[0]}
+            trytond = {self.ports[1]}
+            socketio = {self.ports[2]}
+            """
+        )
+
+    ports: tuple[int, int, int] = (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def copy():
+    # Under var/ rather than /tmp: pytest's and mkdtemp's directories are
+    # private to root, and the private cluster runs as postgres.
+    directory = ROOT / "var" / "tests" / "appliance-copy"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    directory.parent.chmod(0o755)
+    directory.chmod(0o755)
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, files):
+        if name.startswith("src/"):
+            continue
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    appliance = ApplianceCopy(directory)
+    object.__setattr__(appliance, "ports", (_free_port(), _free_port(), _free_port()))
+    yield appliance
+    if appliance.supervisord_running():
+        appliance.run("supervisorctl", "shutdown", timeout=120)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _one_line_failure(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_distribution_missing_from_versions_cfg_fails_the_buildout(copy):
+    versions = copy.directory / "versions.cfg"
+    pinned = versions.read_text()
+    assert "\nbidict = " in pinned
+    versions.write_text(
+        "".join(
+            line for line in pinned.splitlines(True) if not line.startswith("bidict =")
+        )
+    )
+    try:
+        result = copy.configure()
+    finally:
+        versions.write_text(pinned)
+    assert result.returncode != 0
+    assert (
+        "The `bidict` egg does not have a version pin" in result.stdout + result.stderr
+    )
+
+
+def test_the_copy_builds_with_every_pin(copy):
+    result = copy.configure()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (copy.directory / "bin" / "start").exists()
+
+
+def test_a_missing_debian_package_is_named(copy):
+    assert (
+        copy.configure("[nginx]\nexecutable = /nonexistent/sbin/nginx\n").returncode
+        == 0
+    )
+    line = _one_line_failure(copy.run("start", "--daemon"))
+    assert "nginx is missing" in line
+    assert "apt-get install" in line
+
+
+def test_a_port_already_taken_is_named(copy):
+    assert copy.configure().returncode == 0
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", copy.ports[0]))
+        squatter.listen()
+        line = _one_line_failure(copy.run("start", "--daemon"))
+    assert f"port {copy.ports[0]} ([ports] http) is already in use" in line
+    assert not copy.supervisord_running()
+
+
+def test_an_admin_password_tryton_refuses(copy):
+    assert (
+        copy.configure(
+            "[settings]\ndatabase = short_password\nadmin-password = abc\n"
+        ).returncode
+        == 0
+    )
+    line = _one_line_failure(copy.run("start", "--daemon"))
+    assert "admin password in local.cfg is shorter than 8 characters" in line
+
+
+def test_an_existing_database_that_is_not_tryton(copy):
+    assert copy.configure().returncode == 0
+    uri = (copy.directory / "etc" / "trytond.conf").read_text()
+    uri = next(
+        line.split("=", 1)[1].strip()
+        for line in uri.splitlines()
+        if line.startswith("uri")
+    )
+    # Bring the cluster up and give it another application's database.
+    copy.run("supervisord")
+    for _ in range(60):
+        ready = subprocess.run(
+            ["psql", uri, "-X", "-q", "-c", "SELECT 1"],
+            env={"PGDATABASE": "postgres", "PATH": "/usr/bin:/bin"},
+            check=False,
+            capture_output=True,
+        )
+        if ready.returncode == 0:
+            break
+        time.sleep(0.5)
+    for sql, database in (
+        ("CREATE DATABASE foreign_app", "postgres"),
+        ("CREATE TABLE invoice (id int)", "foreign_app"),
+    ):
+        subprocess.run(
+            ["psql", uri, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            env={"PGDATABASE": database, "PATH": "/usr/bin:/bin"},
+            check=True,
+            capture_output=True,
+        )
+    assert copy.configure("[settings]\ndatabase = foreign_app\n").returncode == 0
+    line = _one_line_failure(copy.run("start", "--daemon"))
+    assert "'foreign_app' already exists and is not a Tryton database" in line
+
+
+def test_a_postgresql_that_will_not_start(copy):
+    assert copy.configure().returncode == 0
+    copy.run("supervisord")
+    copy.run("supervisorctl", "stop", "postgresql")
+    conf = Path(copy.directory / "var" / "postgresql" / "postgresql.conf")
+    original = conf.read_text()
+    conf.write_text(original + "\nno_such_setting = 1\n")
+    try:
+        line = _one_line_failure(copy.run("start", "--daemon"))
+    finally:
+        conf.write_text(original)
+    assert "PostgreSQL did not start" in line
+    assert "var/log/postgresql.log" in line
+
+
+def test_an_external_server_that_cannot_be_reached(copy):
+    closed = _free_port()
+    assert (
+        copy.configure(
+            f"""
+        [postgresql]
+        private = false
+        program =
+        uri = postgresql://tryton:wrong@127.0.0.1:{closed}/
+        """
+        ).returncode
+        == 0
+    )
+    if copy.supervisord_running():
+        copy.run("supervisorctl", "shutdown")
+    line = _one_line_failure(copy.run("start", "--daemon"))
+    assert "cannot connect to PostgreSQL" in line
+    assert "check [postgresql] uri in local.cfg" in line
