@@ -92,3 +92,13 @@ def test_stop_all_then_start_keeps_the_database(appliance):
     )
     assert [g["id"] for g in found] == [group_id]
     appliance.rpc("model.res.group.delete", [[group_id], {}], session)
+
+
+def test_the_web_socketio_module_is_activated(appliance):
+    session = appliance.login()
+    modules = appliance.rpc(
+        "model.ir.module.search_read",
+        [[("name", "=", "web_socketio")], 0, None, None, ["state"], {}],
+        session,
+    )
+    assert [m["state"] for m in modules] == ["activated"]
