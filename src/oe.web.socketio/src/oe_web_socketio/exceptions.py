@@ -66,3 +66,65 @@ class ListenError(OeWebSocketIOError):
 
     def __str__(self) -> str:
         return f"cannot listen on port {self.port} on {self.interface}: {self.reason}"
+
+
+class AuthenticationError(OeWebSocketIOError):
+    """A client could not prove who it is; the message is sent to it.
+
+    Raised for a missing, malformed, wrong, expired or forged session, and
+    for an unknown database. The message never says which of the session's
+    parts was wrong (that would help forging).
+
+    :param reason: what the client is told, e.g. ``"invalid session"``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class DatabaseUnavailable(OeWebSocketIOError):
+    """A database cannot serve a query now; the client should try again later.
+
+    Raised when no connection to *database* can be opened (PostgreSQL is
+    down or refuses us), when a connection breaks while in use, and when
+    the pools are closed (the server is stopping). It is an internal
+    fault, not the client's: tell the client "try again later", not why.
+
+    :param database: the name of the database.
+    :param reason: what went wrong, for the log.
+    """
+
+    def __init__(self, database: str, reason: str) -> None:
+        self.database = database
+        self.reason = reason
+        super().__init__(database, reason)
+
+    def __str__(self) -> str:
+        return f"database {self.database!r} unavailable: {self.reason}"
+
+
+class PoolTimeout(DatabaseUnavailable):
+    """Every connection of the read-only pool of a database stayed in use
+    for *timeout* seconds.
+
+    A kind of :class:`DatabaseUnavailable`: to the client it means the same,
+    "try again later"; to the operator, that ``max_cursor`` is too small for
+    the load or that queries hold their cursor too long.
+
+    :param database: the name of the database.
+    :param timeout: the seconds waited for a free connection.
+    """
+
+    def __init__(self, database: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(
+            database, f"no free connection in the pool within {timeout:g} s"
+        )
+        self.args = (database, timeout)
+
+    def __str__(self) -> str:
+        return f"database {self.database!r} busy: {self.reason}"

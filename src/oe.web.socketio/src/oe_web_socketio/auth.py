@@ -1,0 +1,218 @@
+"""Who a client is: credentials in, identity out. No Socket.IO here.
+
+A client proves who it is with the session the Tryton web client holds
+after ``common.db.login``: a login, a user id and a 64-hex-digit key. It may
+present it, in order of precedence:
+
+1. in the Socket.IO ``auth`` payload, ``{"session": base64("login:uid:key"),
+   "database": "oe"}`` (``database`` optional), the way the web client
+   builds its ``Authorization: Session …`` header;
+2. in an ``Authorization: Session base64("login:uid:key")`` header;
+3. in Tryton 8's ``tryton_session`` cookie, ``login:uid:key`` unencoded
+   (browsers send it only to URLs under ``/<database>/``, its path).
+
+Parsing (this module) is kept apart from validation (an
+:class:`Authenticator`, per host application: Tryton checks ``ir_session``
+read-only), so each is tested on its own and other hosts plug in theirs.
+
+Invariants: parsing never touches a database; every failure is an
+:class:`~oe_web_socketio.exceptions.AuthenticationError` whose message can be
+shown to the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from oe_web_socketio.exceptions import AuthenticationError
+
+#: The cookie Tryton 8 sets on login (``login:uid:key``, path ``/<db>``).
+SESSION_COOKIE = "tryton_session"
+
+#: Most digits of a user id: more cannot be a database id (and ``int()``
+#: refuses strings of thousands of digits).
+MAX_UID_DIGITS = 18
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A session as a client presented it; not yet checked."""
+
+    login: str
+    uid: int
+    key: str
+    #: The database the client names, or ``None`` for the server's default.
+    database: str | None = None
+
+    def __repr__(self) -> str:
+        # Never log the key.
+        return (
+            f"Credentials(login={self.login!r}, uid={self.uid}, "
+            f"database={self.database!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A client whose session was validated."""
+
+    db: str
+    uid: int
+    login: str
+
+
+class Authenticator(Protocol):
+    """Validates credentials against a host application (e.g. Tryton)."""
+
+    def authenticate(self, credentials: Credentials, address: str | None) -> Identity:
+        """Return who presented *credentials* from *address*, or raise
+        :class:`AuthenticationError`. Must not write to any database."""
+        ...
+
+
+def parse_session(value: str, database: str | None = None) -> Credentials:
+    """Decode ``base64("login:uid:key")`` as the Tryton web client builds it."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise AuthenticationError("malformed session") from None
+    return _split_session(decoded, database)
+
+
+def _split_session(decoded: str, database: str | None) -> Credentials:
+    # The login may contain ':'; the uid and key cannot.
+    login, sep, rest = decoded.rpartition(":")
+    login, sep2, uid = login.rpartition(":")
+    key = rest
+    # str.isdigit() also accepts digits int() refuses, such as '²'.
+    if not (
+        sep
+        and sep2
+        and login
+        and key
+        and uid.isascii()
+        and uid.isdigit()
+        and len(uid) <= MAX_UID_DIGITS
+    ):
+        raise AuthenticationError("malformed session")
+    return Credentials(login=login, uid=int(uid), key=key, database=database)
+
+
+def credentials_from_request(
+    environ: Mapping[str, Any], auth: Any
+) -> Credentials | None:
+    """The credentials a connecting client presents, or ``None`` if none.
+
+    :param environ: the WSGI environ of the handshake request.
+    :param auth: the Socket.IO ``auth`` payload (any JSON value, or None).
+    :raises AuthenticationError: credentials are present but malformed.
+    """
+    if auth is not None:
+        if not isinstance(auth, Mapping):
+            raise AuthenticationError("the auth payload must be an object")
+        database = auth.get("database")
+        if database is not None and not isinstance(database, str):
+            raise AuthenticationError("database must be a string")
+        session = auth.get("session")
+        if session is not None:
+            if not isinstance(session, str):
+                raise AuthenticationError("session must be a string")
+            return parse_session(session, database)
+    else:
+        database = None
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "session" and value:
+        return parse_session(value, database)
+    cookie = _cookie(environ.get("HTTP_COOKIE", ""), SESSION_COOKIE)
+    if cookie:
+        return _split_session(cookie, database)
+    return None
+
+
+#: A backslash escape in a quoted cookie value: three octal digits (a byte)
+#: or any one character.
+_COOKIE_ESCAPE = re.compile(rb"\\([0-3][0-7]{2}|.)")
+
+
+def _cookie(header: str, name: str) -> str | None:
+    """The value of the first cookie *name* in a ``Cookie`` *header*.
+
+    Reads what werkzeug (hence trytond) writes: a token, or a quoted string
+    with backslash escapes (``\\ooo`` for each byte that is not printable
+    ASCII, and for ``;`` and ``,``: a value never holds a raw ``;``, as RFC
+    6265 wants). Unlike :class:`http.cookies.SimpleCookie`, which drops
+    every cookie of a header where one is malformed (a space, JSON), a
+    malformed cookie of another application does not hide ours.
+    """
+    for pair in header.split(";"):
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip(" \t") != name:
+            continue
+        value = value.strip(" \t")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            unescaped = _COOKIE_ESCAPE.sub(
+                lambda escape: _unescape_cookie_byte(escape.group(1)),
+                value[1:-1].encode("latin-1", "replace"),
+            )
+            value = unescaped.decode("utf-8", "replace")
+        return value
+    return None
+
+
+def _unescape_cookie_byte(escape: bytes) -> bytes:
+    return escape if len(escape) == 1 else bytes([int(escape, 8)])
+
+
+def client_address(
+    environ: Mapping[str, Any], trusted_proxies: Iterable[str]
+) -> str | None:
+    """The address of the client, as Tryton recorded it in ``ir_session``.
+
+    ``X-Forwarded-For`` is believed only when the peer is one of
+    *trusted_proxies* (our nginx), and then only its last entry: the one
+    that proxy added, which is also the one trytond believes with
+    ``[web] num_proxies = 1``. Anyone else could forge the header.
+
+    An address is written the way trytond writes it,
+    ``str(ipaddress.ip_address(…))`` (``2001:db8::1``, not
+    ``2001:DB8:0::1``), so that the two compare equal. A forwarded value
+    that is not an address is returned as it is: it matches no session.
+    """
+    peer = environ.get("REMOTE_ADDR") or None
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    if peer is not None and forwarded and _is_trusted(peer, trusted_proxies):
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return _normalize(last)
+    return None if peer is None else _normalize(peer)
+
+
+def _normalize(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+def _is_trusted(peer: str, trusted_proxies: Iterable[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    # A dual-stack socket shows an IPv4 proxy as ::ffff:127.0.0.1.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    for proxy in trusted_proxies:
+        try:
+            if address in ipaddress.ip_network(proxy, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
