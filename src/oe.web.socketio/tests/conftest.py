@@ -132,13 +132,20 @@ def spawn_server() -> Iterator[Callable[..., ServerProcess]]:
     """Start server processes; each is stopped, by PID, in teardown.
 
     Call with command-line arguments; ``-p 0`` is added unless a port is
-    given. Returns once the server has logged the address it listens on.
+    given, ``--no-entry-points`` unless ``entry_points=True``. Returns once
+    the server has logged the address it listens on.
     """
     started: list[ServerProcess] = []
 
-    def spawn(*args: str, wait: bool = True) -> ServerProcess:
+    def spawn(
+        *args: str, wait: bool = True, entry_points: bool = False
+    ) -> ServerProcess:
         if "-p" not in args and "--port" not in args:
             args = (*args, "-p", "0")
+        if not entry_points:
+            # Serve exactly the test's namespaces, not every installed egg's
+            # (the appliance installs the example chat at /chat).
+            args = (*args, "--no-entry-points")
         process = subprocess.Popen(
             [*SERVER_COMMAND, *args],
             stdin=subprocess.DEVNULL,

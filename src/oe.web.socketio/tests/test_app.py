@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from oe_web_socketio.app import (
@@ -11,8 +12,12 @@ from oe_web_socketio.app import (
     socketio_options,
 )
 from oe_web_socketio.config import Config
+from oe_web_socketio.namespace import Namespace
+from oe_web_socketio.protocol import Packet
 
 pytestmark = pytest.mark.timeout(10)
+
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 def call(app, method, path, query=""):
@@ -54,7 +59,9 @@ def test_socketio_options_follow_config():
         Config(ping_interval=3, ping_timeout=4, max_http_buffer_size=5)
     )
     assert options["async_mode"] == "gevent"
-    assert options["namespaces"] == ["/"]
+    assert options["async_handlers"] is True  # the dispatcher relies on it
+    assert options["namespaces"] == "*"  # unknown ones refused with a reason
+    assert options["serializer"] is Packet
     assert (options["ping_interval"], options["ping_timeout"]) == (3, 4)
     assert options["max_http_buffer_size"] == 5
     assert options["cors_allowed_origins"] is None
@@ -65,6 +72,25 @@ def test_application_builds_a_gevent_socketio_server():
     assert app.sio.async_mode == "gevent"
     assert app.sio.eio.ping_interval == 3
     assert app.count_clients() == 0
+
+
+def test_application_serves_the_base_namespace_at_the_root_by_default():
+    app = Application(Config(load_entry_points=False))
+    assert app.socketio.namespaces == {"/": Namespace}
+
+
+def test_application_serves_configured_namespaces(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    app = Application(
+        Config(
+            namespaces=("/=sample_namespaces:Public", "/c=sample_namespaces:Chat"),
+            max_event_size=10,
+            load_entry_points=False,
+        )
+    )
+    assert sorted(app.socketio.namespaces) == ["/", "/c"]
+    assert app.socketio.namespaces["/"].__name__ == "Public"
+    assert app.socketio.dispatcher("/c").settings.max_event_size == 10
 
 
 def test_plain_paths_go_to_the_router():

@@ -72,6 +72,7 @@ def test_every_option():
     config = config_from(
         "-d", "a,b", "--database", "c", "-i", "::1", "-p", "0",
         "--max-cursor", "4", "--log-level", "warning",
+        "-n", "/a=m:A", "--namespace", "/b=m:B",
     )  # fmt: skip
     assert config == Config(
         databases=("a", "b", "c"),
@@ -79,7 +80,15 @@ def test_every_option():
         port=0,
         max_cursor=4,
         log_level="WARNING",
+        namespaces=("/a=m:A", "/b=m:B"),
     )
+
+
+def test_namespace_options_replace_those_of_the_file(tmp_path):
+    path = tmp_path / "oe.cfg"
+    path.write_text("[oe_web_socketio]\nnamespaces = /x=m:X\n")
+    assert config_from("-c", str(path)).namespaces == ("/x=m:X",)
+    assert config_from("-c", str(path), "-n", "/y=m:Y").namespaces == ("/y=m:Y",)
 
 
 @pytest.mark.parametrize(
@@ -124,12 +133,13 @@ def test_port_in_use_exits_1_with_one_line(run_cli):
         port = taken.getsockname()[1]
         result = run_cli("-p", str(port))
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        (
-            f"oe_web_socketio: port {port} on 127.0.0.1 is already in use; "
-            "stop the other server or choose another port with -p"
-        )
-    ]
+    # After the namespaces registered (INFO), one line and no traceback.
+    *before, last = result.stderr.splitlines()
+    assert last == (
+        f"oe_web_socketio: port {port} on 127.0.0.1 is already in use; "
+        "stop the other server or choose another port with -p"
+    )
+    assert all(" INFO oe_web_socketio.sockets: Add namespace" in x for x in before)
 
 
 def test_bad_config_file_exits_2_naming_file_and_key(tmp_path, run_cli):
@@ -147,6 +157,17 @@ def test_bad_option_exits_2_with_one_line(run_cli):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "oe_web_socketio: argument -p/--port: invalid int value: 'http'"
+    ]
+
+
+def test_a_namespace_that_cannot_be_imported_exits_2_with_one_line(run_cli):
+    result = run_cli("-p", "0", "--no-entry-points", "-n", "/x=no_such_module:X")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        (
+            "oe_web_socketio: cannot import no_such_module:X (configuration): "
+            "No module named 'no_such_module'"
+        )
     ]
 
 

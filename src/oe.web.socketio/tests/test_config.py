@@ -6,7 +6,7 @@ import dataclasses
 import textwrap
 
 import pytest
-from oe_web_socketio.config import Config
+from oe_web_socketio.config import DEFAULT_MESSAGE_LOG_FORMAT, Config
 from oe_web_socketio.exceptions import ConfigError
 
 pytestmark = pytest.mark.timeout(10)
@@ -31,6 +31,9 @@ def test_defaults():
     assert config.ping_timeout == 20.0
     assert config.max_http_buffer_size == 1_000_000
     assert config.cors_allowed_origins == ()
+    assert config.max_event_size == 65_536
+    assert config.message_log_format == DEFAULT_MESSAGE_LOG_FORMAT
+    assert config.namespaces == ()
 
 
 def test_frozen():
@@ -54,6 +57,9 @@ def test_from_file_reads_every_key(tmp_path):
         ping_timeout = 4
         max_http_buffer_size = 2_000
         cors_allowed_origins = https://erp.example.com, http://localhost:8080
+        max_event_size = 1000
+        message_log_format = %(sid)s %(event)s
+        namespaces = /chat=my_egg.chat:Chat, /a/b=my_egg:B
         """,
     )
     assert Config.from_file(path) == Config(
@@ -68,6 +74,9 @@ def test_from_file_reads_every_key(tmp_path):
         ping_timeout=4.0,
         max_http_buffer_size=2000,
         cors_allowed_origins=("https://erp.example.com", "http://localhost:8080"),
+        max_event_size=1000,
+        message_log_format="%(sid)s %(event)s",
+        namespaces=("/chat=my_egg.chat:Chat", "/a/b=my_egg:B"),
     )
 
 
@@ -94,11 +103,13 @@ def test_from_file_empty_values(tmp_path):
         [oe_web_socketio]
         trytond_config =
         trusted_proxies =
+        message_log_format =
         """,
     )
     config = Config.from_file(path)
     assert config.trytond_config is None
     assert config.trusted_proxies == ()
+    assert config.message_log_format is None  # no message log
 
 
 @pytest.mark.parametrize(
@@ -124,6 +135,24 @@ def test_from_file_empty_values(tmp_path):
             "not an origin",
         ),
         ("cors_allowed_origins = *, https://x.org", "cors_allowed_origins", "'*'"),
+        ("max_event_size = 0", "max_event_size", "must be at least 1, got 0"),
+        (
+            "message_log_format = %(who)s",
+            "message_log_format",
+            "unknown field 'who' (known fields: address, namespace, sid,",
+        ),
+        (
+            "message_log_format = %d",
+            "message_log_format",
+            "not a valid %-format: %d format: a real number is required",
+        ),
+        (
+            "message_log_format = %(size)",
+            "message_log_format",
+            "not a valid %-format",
+        ),
+        ("namespaces = chat=a:B", "namespaces", "not PATH=module:Class: 'chat=a:B'"),
+        ("namespaces = /chat=a.B", "namespaces", "not PATH=module:Class"),
     ],
 )
 def test_from_file_bad_value_names_file_and_key(tmp_path, line, key, problem):

@@ -36,6 +36,17 @@ def test_endpoint_reports_version_databases_and_live_client_count():
     assert ("Cache-Control", "no-store") in second.headers
 
 
+def test_counters_follow_the_clients():
+    health = Health(
+        version="1",
+        databases=["oe"],
+        count_clients=lambda: 1,
+        counters={"greenlets": lambda: 3},
+    )
+    body = json.loads(health(Request({"REQUEST_METHOD": "GET"})).body)
+    assert (body["clients"], body["greenlets"]) == (1, 3)
+
+
 def test_route_accepts_get_and_head_only():
     route = health_route(version="1", databases=["oe"], count_clients=lambda: 0)
     assert route.path == "/health"
@@ -52,6 +63,7 @@ def test_health_of_a_running_server(spawn_server):
         "version": __version__,
         "databases": ["oe", "other"],
         "clients": 0,
+        "greenlets": 0,
     }
 
     head = requests.head(f"{server.url}/health", timeout=5)

@@ -3,13 +3,16 @@
 :class:`Application` owns the Socket.IO server and the router of plain HTTP
 routes, and dispatches between them: paths under ``/socket.io/`` go to
 Socket.IO, every other path to the router. It holds no logic of its own;
-later parts plug in here (namespaces with ``application.sio``, routes with
-``application.router.add``).
+later parts plug in here (namespaces with ``application.socketio``, routes
+with ``application.router.add``).
 
 Socket.IO runs in python-engineio's ``gevent`` async mode: its background
 tasks are greenlets and its WebSocket transport is simple-websocket (see
-:mod:`oe_web_socketio.server`). The default namespace ``/`` accepts every
-connection for now.
+:mod:`oe_web_socketio.server`). The namespaces served are, in this order,
+those of the entry point group ``oe_web_socketio.namespaces``, those of
+:attr:`Config.namespaces`, and at ``/``, unless one of them took it, the
+base :class:`~oe_web_socketio.namespace.Namespace` (authentication and
+channels). A connection to any other path is refused.
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ from typing import Any
 import socketio
 
 from oe_web_socketio import __version__
+from oe_web_socketio.auth import Authenticator
 from oe_web_socketio.config import Config
+from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
+from oe_web_socketio.namespace import Namespace
+from oe_web_socketio.pool import CursorPools
+from oe_web_socketio.protocol import Packet
 from oe_web_socketio.routing import Router
+from oe_web_socketio.sockets import Server, SocketIO
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +47,21 @@ ENGINEIO_LOGGER = logging.getLogger("oe_web_socketio.engineio")
 
 
 def socketio_options(config: Config) -> dict[str, Any]:
-    """Keyword arguments of :class:`socketio.Server` for *config*."""
+    """Keyword arguments of :class:`~oe_web_socketio.sockets.Server` for
+    *config*.
+
+    Every path is accepted at the protocol level (``namespaces="*"``) so
+    that a path nobody serves is refused with a reason, by
+    :class:`~oe_web_socketio.dispatcher.UnknownNamespace`. Events run in
+    greenlets of their own (``async_handlers``), which the dispatcher
+    relies on to kill those of a socket when it disconnects.
+    """
     return {
         "async_mode": "gevent",
-        "namespaces": ["/"],
+        "async_handlers": True,
+        "namespaces": "*",
+        "serializer": Packet,
+        "trusted_proxies": config.trusted_proxies,
         "ping_interval": config.ping_interval,
         "ping_timeout": config.ping_timeout,
         "max_http_buffer_size": config.max_http_buffer_size,
@@ -66,25 +86,77 @@ def cors_allowed_origins(origins: tuple[str, ...]) -> str | list[str] | None:
     return list(origins)
 
 
+def tryton_host(config: Config) -> tuple[Authenticator, CursorPools] | None:
+    """The Tryton host of *config*: its authenticator and cursor pools.
+
+    ``None`` when no trytond configuration is given (no database, no
+    authentication). Import this module only after
+    :func:`oe_web_socketio.patch.patch` (psycopg_pool takes its locks at
+    import time).
+
+    :raises ConfigError: the trytond configuration cannot be read.
+    """
+    if config.trytond_config is None:
+        return None
+    from oe_web_socketio.hosts.tryton import TrytonAuthenticator, TrytonSettings
+
+    settings = TrytonSettings.from_config_file(config.trytond_config)
+    pools = CursorPools(settings.conninfo, config.max_cursor, config.pool_timeout)
+    authenticator = TrytonAuthenticator(
+        pools, settings, config.databases, config.databases[0]
+    )
+    return authenticator, pools
+
+
 class Application:
     """The WSGI application: Socket.IO beside plain HTTP routes.
 
     :param config: the settings of the server.
+    :param authenticator: validates the sessions clients present; ``None``
+        refuses every client that presents one (anonymous clients may
+        still connect where a namespace allows them).
+    :param pools: the read-only cursor pools, closed at :meth:`shutdown`.
+    :raises NamespaceError: a namespace cannot be registered (see
+        :class:`~oe_web_socketio.sockets.SocketIO`).
 
     :ivar config: the settings of the server.
-    :ivar sio: the :class:`socketio.Server`; register namespaces on it.
+    :ivar sio: the :class:`socketio.Server`.
+    :ivar socketio: the :class:`~oe_web_socketio.sockets.SocketIO`;
+        register namespaces on it.
     :ivar router: the :class:`~.routing.Router` of plain HTTP routes.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        authenticator: Authenticator | None = None,
+        pools: CursorPools | None = None,
+    ) -> None:
         self.config = config
-        self.sio = socketio.Server(**socketio_options(config))
+        self.pools = pools
+        self.sio = Server(**socketio_options(config))
+        self.socketio = SocketIO(
+            self.sio,
+            DispatchSettings(
+                authenticator=authenticator,
+                trusted_proxies=config.trusted_proxies,
+                max_event_size=config.max_event_size,
+                message_log_format=config.message_log_format,
+            ),
+        )
+        if config.load_entry_points:
+            self.socketio.load_entry_points()
+        for spec in config.namespaces:
+            self.socketio.add_namespace_spec(spec, origin="configuration")
+        if "/" not in self.socketio.namespaces:
+            self.socketio.add_namespace("/", Namespace, origin="default")
         self.router = Router()
         self.router.add(
             health_route(
                 version=__version__,
                 databases=config.databases,
                 count_clients=self.count_clients,
+                counters={"greenlets": self.socketio.count_greenlets},
             )
         )
         self._wsgi_app = socketio.WSGIApp(
@@ -120,3 +192,5 @@ class Application:
         for session in sessions:
             session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
         self.sio.shutdown()
+        if self.pools is not None:
+            self.pools.close()

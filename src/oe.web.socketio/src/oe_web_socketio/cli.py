@@ -9,8 +9,9 @@ Invariants:
   modules that leave gevent alone.
 * Settings come from the defaults, overridden by the configuration file
   (``-c``), overridden by the other options.
-* A fault of the user (a bad option, a bad configuration file, an address
-  the server cannot listen on) is reported in one line on stderr, without
+* A fault of the user (a bad option, a bad configuration file, a
+  namespace that cannot be registered, an address the server cannot
+  listen on) is reported in one line on stderr, without
   a traceback, with exit status :data:`EXIT_USAGE` or :data:`EXIT_LISTEN`.
   Anything else is a bug and keeps its traceback.
 * SIGTERM and SIGINT stop the server gracefully; the exit status is then
@@ -101,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the read-only cursor pool per database",
     )
     parser.add_argument(
+        "-n",
+        "--namespace",
+        dest="namespaces",
+        metavar="PATH=MODULE:CLASS",
+        action="append",
+        help="serve the Namespace subclass MODULE:CLASS at PATH (e.g. "
+        "/chat=my_egg.chat:Chat); repeatable; replaces the file's namespaces",
+    )
+    parser.add_argument(
+        "--no-entry-points",
+        dest="load_entry_points",
+        action="store_false",
+        default=None,
+        help="do not serve the namespaces of the entry point group "
+        "oe_web_socketio.namespaces (installed eggs)",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
@@ -123,11 +141,14 @@ def load_config(args: argparse.Namespace) -> Config:
             ("port", args.port),
             ("max_cursor", args.max_cursor),
             ("log_level", args.log_level),
+            ("namespaces", args.namespaces),
+            ("load_entry_points", args.load_entry_points),
         )
         if value is not None
     }
-    if "databases" in overrides:
-        overrides["databases"] = tuple(overrides["databases"])
+    for key in ("databases", "namespaces"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
     try:
         return config.replace(**overrides)
     except ConfigError as exc:
@@ -212,10 +233,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(config.log_level)
 
-    from oe_web_socketio.app import Application
+    from oe_web_socketio.app import Application, tryton_host
     from oe_web_socketio.server import make_server
+    from oe_web_socketio.sockets import NamespaceError
 
-    application = Application(config)
+    try:
+        host = tryton_host(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    authenticator, pools = host if host is not None else (None, None)
+    try:
+        application = Application(config, authenticator, pools)
+    except NamespaceError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
     server = make_server(config, application)
     try:
         server.start()

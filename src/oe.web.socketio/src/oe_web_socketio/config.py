@@ -38,6 +38,25 @@ SECTION = "oe_web_socketio"
 #: Accepted values of :attr:`Config.log_level`.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+#: The fields :attr:`Config.message_log_format` may use.
+MESSAGE_LOG_FIELDS = (
+    "address",
+    "namespace",
+    "sid",
+    "uid",
+    "login",
+    "db",
+    "event",
+    "size",
+)
+
+#: The default of :attr:`Config.message_log_format`, after the seed's
+#: ``SOCKETIO_MESSAGE_LOG_FORMAT`` (the log record has the time already):
+#: ``127.0.0.1 - admin "Socket.IO /chat shout" 42``.
+DEFAULT_MESSAGE_LOG_FORMAT = (
+    '%(address)s - %(login)s "Socket.IO %(namespace)s %(event)s" %(size)s'
+)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
@@ -47,6 +66,8 @@ class Config:
     :ivar interface: address (or host name) the server listens on.
     :ivar port: TCP port the server listens on; ``0`` picks a free port.
     :ivar max_cursor: size of the read-only cursor pool per database.
+    :ivar pool_timeout: seconds a reader waits for a free cursor before it
+        is told to come back later.
     :ivar trytond_config: path of trytond's configuration file, if any.
     :ivar trusted_proxies: addresses or networks of the reverse proxies
         whose ``X-Forwarded-*`` headers are believed.
@@ -58,12 +79,28 @@ class Config:
     :ivar cors_allowed_origins: origins (``scheme://host[:port]``) allowed
         to connect from another origin; ``("*",)`` allows any origin and
         the empty tuple allows the same origin only.
+    :ivar max_event_size: largest Socket.IO event accepted, in bytes of its
+        packet (binary attachments included); a larger one is refused
+        with an error to its client, which stays connected. At most
+        :attr:`max_http_buffer_size`, beyond which Engine.IO closes the
+        connection.
+    :ivar message_log_format: ``%``-format of the line logged (logger
+        ``oe_web_socketio.messages``, level INFO) for each event received,
+        with the fields ``address``, ``namespace``, ``sid``, ``uid``,
+        ``login``, ``db``, ``event`` and ``size``; ``None`` (an empty value
+        in the file) logs nothing.
+    :ivar namespaces: namespaces to serve besides those of the entry point
+        group ``oe_web_socketio.namespaces``, each ``PATH=module:Class``.
+    :ivar load_entry_points: whether to serve the namespaces of that entry
+        point group (every installed egg's); off for a server that must
+        serve exactly :attr:`namespaces`.
     """
 
     databases: tuple[str, ...] = ("oe",)
     interface: str = "127.0.0.1"
     port: int = 8068
     max_cursor: int = 8
+    pool_timeout: float = 10.0
     trytond_config: str | None = None
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     log_level: str = "INFO"
@@ -71,6 +108,10 @@ class Config:
     ping_timeout: float = 20.0
     max_http_buffer_size: int = 1_000_000
     cors_allowed_origins: tuple[str, ...] = ()
+    max_event_size: int = 65_536
+    message_log_format: str | None = DEFAULT_MESSAGE_LOG_FORMAT
+    namespaces: tuple[str, ...] = ()
+    load_entry_points: bool = True
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -170,6 +211,19 @@ def _parse_optional_str(key: str, raw: str) -> str | None:
     return raw or None
 
 
+_BOOLEANS = {
+    **dict.fromkeys(("true", "yes", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "0"), False),
+}
+
+
+def _parse_bool(key: str, raw: str) -> bool:
+    try:
+        return _BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"not a boolean (true or false): {raw!r}", key=key) from None
+
+
 def _parse_list(key: str, raw: str) -> tuple[str, ...]:
     items = [item.strip() for item in raw.split(",")]
     if items == [""]:
@@ -180,6 +234,7 @@ def _parse_list(key: str, raw: str) -> tuple[str, ...]:
 
 
 _PARSERS: dict[Any, Callable[[str, str], Any]] = {
+    bool: _parse_bool,
     int: _parse_int,
     float: _parse_float,
     str: _parse_str,
@@ -195,7 +250,10 @@ _KEY_PARSERS: dict[str, Callable[[str, str], Any]] = {
 
 def _check_type(key: str, value: object, hint: object) -> None:
     """Refuse a value of the wrong type, e.g. a list where a tuple is due."""
-    if hint is int:
+    if hint is bool:
+        ok = isinstance(value, bool)
+        expected = "true or false"
+    elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
         expected = "an integer"
     elif hint is float:
@@ -288,15 +346,44 @@ def _check_origins(origins: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_message_log_format(log_format: str | None) -> str | None:
+    if log_format is None:
+        return None
+    sample = dict.fromkeys(MESSAGE_LOG_FIELDS, 0)
+    try:
+        log_format % sample
+    except KeyError as exc:
+        return (
+            f"unknown field {exc.args[0]!r} (known fields: "
+            f"{', '.join(MESSAGE_LOG_FIELDS)})"
+        )
+    except (ValueError, TypeError) as exc:
+        return f"not a valid %-format: {exc}"
+    return None
+
+
+def _check_namespaces(specs: tuple[str, ...]) -> str | None:
+    for spec in specs:
+        path, sep, target = spec.partition("=")
+        module, colon, name = target.partition(":")
+        if not (sep and path.startswith("/") and module and colon and name):
+            return f"not PATH=module:Class: {spec!r}"
+    return None
+
+
 _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "databases": _check_databases,
     "interface": _check_interface,
     "port": _check_port,
     "max_cursor": _at_least(1),
+    "pool_timeout": _positive,
     "trusted_proxies": _check_trusted_proxies,
     "log_level": _check_log_level,
     "ping_interval": _positive,
     "ping_timeout": _positive,
     "max_http_buffer_size": _at_least(1),
     "cors_allowed_origins": _check_origins,
+    "max_event_size": _at_least(1),
+    "message_log_format": _check_message_log_format,
+    "namespaces": _check_namespaces,
 }

@@ -2,17 +2,20 @@
 
 The answer is JSON::
 
-    {"status": "ok", "version": "0.1.0", "databases": ["oe"], "clients": 3}
+    {"status": "ok", "version": "0.1.0", "databases": ["oe"], "clients": 3,
+     "greenlets": 0}
 
-where ``clients`` is the number of Socket.IO clients connected right now.
-This module knows nothing of Socket.IO: the count comes from a callable
+where ``clients`` is the number of Socket.IO clients connected right now,
+and the keys after it are counters the wiring adds (``greenlets``: those
+owned by sockets, see :meth:`oe_web_socketio.sockets.SocketIO.count_greenlets`).
+This module knows nothing of Socket.IO: the counts come from callables
 given by the wiring (:mod:`oe_web_socketio.app`). The answer must never be
 cached, so it says ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from oe_web_socketio.routing import READ_METHODS, Request, Response, Route
 
@@ -26,6 +29,7 @@ class Health:
     :param version: the version of the server.
     :param databases: the names of the databases served.
     :param count_clients: returns the number of connected clients.
+    :param counters: more counts to report, by key.
     """
 
     def __init__(
@@ -34,10 +38,12 @@ class Health:
         version: str,
         databases: Sequence[str],
         count_clients: Callable[[], int],
+        counters: Mapping[str, Callable[[], int]] | None = None,
     ) -> None:
         self.version = version
         self.databases = tuple(databases)
         self.count_clients = count_clients
+        self.counters = dict(counters or {})
 
     def __call__(self, request: Request) -> Response:
         return Response.json(
@@ -46,14 +52,24 @@ class Health:
                 "version": self.version,
                 "databases": list(self.databases),
                 "clients": self.count_clients(),
+                **{key: count() for key, count in self.counters.items()},
             },
             headers=[("Cache-Control", "no-store")],
         )
 
 
 def health_route(
-    *, version: str, databases: Sequence[str], count_clients: Callable[[], int]
+    *,
+    version: str,
+    databases: Sequence[str],
+    count_clients: Callable[[], int],
+    counters: Mapping[str, Callable[[], int]] | None = None,
 ) -> Route:
     """The ``/health`` route, for ``GET`` and ``HEAD``."""
-    endpoint = Health(version=version, databases=databases, count_clients=count_clients)
+    endpoint = Health(
+        version=version,
+        databases=databases,
+        count_clients=count_clients,
+        counters=counters,
+    )
     return Route(PATH, endpoint, READ_METHODS)

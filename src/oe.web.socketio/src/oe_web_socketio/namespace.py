@@ -1,0 +1,550 @@
+"""Namespaces: one object per connected socket, as in gevent-socketio.
+
+Subclass :class:`Namespace` and register it at a path
+(:meth:`oe_web_socketio.sockets.SocketIO.add_namespace`, or the entry point
+group ``oe_web_socketio.namespaces``). Each socket that connects to the
+path gets its own instance, which lives as long as the connection and
+knows who is on the other end (:attr:`~Namespace.uid`,
+:attr:`~Namespace.login`, :attr:`~Namespace.db`)::
+
+    class Chat(Namespace):
+        def on_shout(self, text):          # the client's emit("shout", text)
+            self.broadcast_channel(text.upper())
+            return "shouted"               # its acknowledgement
+
+A client that presents a session when it connects (see
+:mod:`oe_web_socketio.auth`) is authenticated before :meth:`~Namespace.on_connect`
+runs; a wrong session refuses the connection. What a client may do then:
+
+* emit an event ``x``: the method ``on_x`` runs with the event's
+  arguments, if the ACL allows ``x`` (see :meth:`Namespace.get_initial_acl`);
+  its return value is the acknowledgement (a tuple is several arguments).
+  Handlers are plain methods; ``on_connect`` and ``on_disconnect`` are
+  lifecycle hooks no client can call. Any refusal or failure is answered
+  as :mod:`oe_web_socketio.protocol` describes;
+* ``session_id`` (allowed before authentication):
+  :meth:`~Namespace.on_session_id`;
+* ``subscribe`` / ``unsubscribe`` a channel:
+  :meth:`~Namespace.on_subscribe`, :meth:`~Namespace.on_unsubscribe`;
+* ``message`` ``(message[, channel])``: :meth:`~Namespace.on_message`
+  runs the ``on_message`` hooks of :mod:`oe_web_socketio.events`.
+
+What the server sends with :meth:`~Namespace.send` and the other message
+helpers is the event ``message`` with the arguments ``(message)``, or
+``(message, channel)`` when it was sent on a channel.
+
+Invariants:
+
+* channels are python-socketio rooms of this namespace, so a broadcast is
+  one emit of python-socketio, which encodes the packet once;
+* every greenlet :meth:`~Namespace.spawn` starts, and every event handler
+  still running, is killed when the socket disconnects (after at most
+  :attr:`~Namespace.kill_timeout` seconds, survivors are logged);
+* ``user:<id>`` is only ever the channel of the socket's own user
+  (:meth:`~Namespace.can_subscribe`).
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import gevent
+
+from oe_web_socketio import auth
+from oe_web_socketio import events as events_module
+from oe_web_socketio.protocol import (
+    AUTHENTICATION_FAILED,
+    BAD_REQUEST,
+    ERROR_EVENT,
+    FORBIDDEN,
+    MESSAGE_EVENT,
+    EventError,
+    error_payload,
+)
+
+if TYPE_CHECKING:
+    import socketio
+
+logger = logging.getLogger(__name__)
+
+#: Channels of this form belong to one user (Tryton's bus uses them).
+USER_CHANNEL_PREFIX = "user:"
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to about *limit* characters for a log line."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+class Request:
+    """A read-only view of the handshake of a socket.
+
+    :ivar environ: the WSGI environ of the request that opened the
+        Engine.IO session (read-only).
+    :ivar address: the client's address, behind a trusted proxy the one it
+        forwarded (see :func:`oe_web_socketio.auth.client_address`).
+    """
+
+    __slots__ = ("_headers", "address", "environ")
+
+    def __init__(self, environ: Mapping[str, Any], address: str | None) -> None:
+        self.environ: Mapping[str, Any] = MappingProxyType(environ)
+        self.address = address
+        self._headers: Mapping[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Request from {self.address}>"
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The HTTP headers, by lower-case name (``"user-agent"``)."""
+        if self._headers is None:
+            headers = {
+                key[5:].replace("_", "-").lower(): str(value)
+                for key, value in self.environ.items()
+                if key.startswith("HTTP_")
+            }
+            for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                if self.environ.get(key):
+                    headers[key.replace("_", "-").lower()] = str(self.environ[key])
+            self._headers = MappingProxyType(headers)
+        return self._headers
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query string: the client's ``query`` option, and ``EIO``…"""
+        return urllib.parse.parse_qs(self.environ.get("QUERY_STRING", ""))
+
+
+class Namespace:
+    """Base class of namespaces; an instance serves one connected socket.
+
+    Instances are created by the server when a socket connects: do not
+    create them, override :meth:`on_connect` to set one up.
+
+    :ivar path: the path (Socket.IO namespace) the socket connected to.
+    :ivar sid: the socket's id in this namespace.
+    :ivar request: the :class:`Request` of the handshake.
+    :ivar context: a dict for the application, alive as long as the
+        socket; the ``context`` argument of the hooks.
+    :ivar identity: the :class:`~oe_web_socketio.auth.Identity` of the
+        authenticated user, or ``None``.
+    :ivar allowed_events: the ACL: names of the events the client may
+        emit, or ``None`` for every event the class handles.
+    :ivar connected: false once the socket began to disconnect.
+    """
+
+    #: The path the class is served at when registered without one (an
+    #: entry point's name gives the path otherwise).
+    path: str | None = None
+
+    #: The registry of the hooks run for this namespace.
+    events: ClassVar[events_module.Events] = events_module.default
+
+    #: Whether a client presenting no credentials may connect. It is then
+    #: allowed only the events of :meth:`get_initial_acl` until it
+    #: authenticates with the ``session_id`` event.
+    allow_anonymous: ClassVar[bool] = True
+
+    #: Validates sessions for this namespace instead of the server's
+    #: authenticator, when set.
+    authenticator: ClassVar[auth.Authenticator | None] = None
+
+    #: Most channels a client may subscribe this socket to.
+    max_channels: ClassVar[int] = 100
+
+    #: Longest channel name a client may subscribe to.
+    max_channel_length: ClassVar[int] = 200
+
+    #: Seconds the greenlets of a socket have to die once killed at its
+    #: disconnection.
+    kill_timeout: ClassVar[float] = 1.0
+
+    def __init__(
+        self,
+        server: socketio.Server,
+        path: str,
+        sid: str,
+        request: Request,
+        authenticator: auth.Authenticator | None = None,
+    ) -> None:
+        self.server = server
+        self.path = path
+        self.sid = sid
+        self.request = request
+        self.context: dict[str, Any] = {}
+        self.identity: auth.Identity | None = None
+        self.connected = True
+        self._authenticator = self.authenticator or authenticator
+        self._channels: frozenset[str] = frozenset()
+        #: Greenlets owned by the socket: spawned, and handlers running.
+        self._greenlets: set[gevent.Greenlet] = set()
+        self.allowed_events: set[str] | None = None
+        self.reset_acl()
+
+    def __repr__(self) -> str:
+        who = self.login if self.identity is not None else "anonymous"
+        return f"<{type(self).__name__} {self.path} {self.sid} {who}>"
+
+    # --- lifecycle hooks
+
+    def on_connect(self) -> None:
+        """Run when the socket connects, before the ``on_connect`` hooks.
+
+        Raise :class:`socketio.exceptions.ConnectionRefusedError` to refuse
+        the connection; its message reaches the client's ``connect_error``.
+        The client does not see the connection before this returns, but
+        it may already be sent events and be subscribed to channels.
+        """
+
+    def on_disconnect(self, reason: str) -> None:
+        """Run when the socket disconnects, before the hooks, once its
+        greenlets are killed.
+
+        :param reason: python-socketio's reason, e.g. ``"client disconnect"``.
+        """
+
+    # --- identity
+
+    @property
+    def uid(self) -> int | None:
+        """The id of the authenticated user, or ``None``."""
+        return self.identity.uid if self.identity is not None else None
+
+    @property
+    def login(self) -> str | None:
+        """The login of the authenticated user, or ``None``."""
+        return self.identity.login if self.identity is not None else None
+
+    @property
+    def db(self) -> str | None:
+        """The database of the authenticated user, or ``None``."""
+        return self.identity.db if self.identity is not None else None
+
+    def authenticate(self, identity: auth.Identity) -> None:
+        """Make *identity* the user of this socket and apply
+        :meth:`get_authenticated_acl`."""
+        self.identity = identity
+        self.allowed_events = _acl(self.get_authenticated_acl())
+
+    def check_credentials(self, credentials: auth.Credentials) -> auth.Identity:
+        """Validate *credentials* with this namespace's authenticator.
+
+        :raises AuthenticationError: they are not valid, or no
+            authenticator is configured.
+        """
+        if self._authenticator is None:
+            raise auth.AuthenticationError("this server cannot check sessions")
+        return self._authenticator.authenticate(credentials, self.request.address)
+
+    def on_session_id(self, session: Any) -> dict[str, Any]:
+        """The ``session_id`` event: authenticate after connecting.
+
+        :param session: ``base64("login:uid:key")`` as the Tryton web
+            client builds it, or ``{"session": …, "database": …}``.
+        :returns: ``{"uid": …, "login": …, "db": …}``.
+        :raises AuthenticationError: the session is not valid.
+        """
+        credentials = None
+        if isinstance(session, str):
+            credentials = auth.parse_session(session)
+        elif isinstance(session, Mapping):
+            credentials = auth.credentials_from_request({}, session)
+        if credentials is None:
+            raise EventError(BAD_REQUEST, "expected a session or {session, database}")
+        identity = self.check_credentials(credentials)
+        if self.identity is not None and self.identity != identity:
+            raise EventError(
+                AUTHENTICATION_FAILED, "this socket is authenticated as another user"
+            )
+        self.authenticate(identity)
+        return {"uid": identity.uid, "login": identity.login, "db": identity.db}
+
+    # --- ACL
+
+    def get_initial_acl(self) -> Iterable[str] | None:
+        """The events a client may emit before it is authenticated.
+
+        ``None`` allows every event the class handles. The default allows
+        only ``session_id``, the event that authenticates.
+        """
+        return {"session_id"}
+
+    def get_authenticated_acl(self) -> Iterable[str] | None:
+        """The events a client may emit once authenticated; ``None``, the
+        default, allows every event the class handles."""
+        return None
+
+    def reset_acl(self) -> None:
+        """Set the ACL back to :meth:`get_initial_acl`."""
+        self.allowed_events = _acl(self.get_initial_acl())
+
+    def lift_acl_restrictions(self) -> None:
+        """Allow every event the class handles."""
+        self.allowed_events = None
+
+    def add_acl_method(self, event: str) -> None:
+        """Allow the client to emit *event* (it already may if the ACL is
+        lifted; gevent-socketio restricted the ACL to *event* then)."""
+        if self.allowed_events is not None:
+            self.allowed_events.add(event)
+
+    def del_acl_method(self, event: str) -> None:
+        """Forbid the client to emit *event*.
+
+        :raises ValueError: the ACL is lifted; there is nothing to remove
+            from (set one with :meth:`reset_acl` first).
+        """
+        if self.allowed_events is None:
+            raise ValueError(f"cannot forbid {event!r}: the ACL of {self!r} is lifted")
+        self.allowed_events.discard(event)
+
+    def is_event_allowed(self, event: str) -> bool:
+        """Whether the ACL lets the client emit *event*."""
+        return self.allowed_events is None or event in self.allowed_events
+
+    # --- channels
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels this socket is subscribed to."""
+        return self._channels
+
+    def can_subscribe(self, channel: str) -> bool:
+        """Whether the client may subscribe this socket to *channel*.
+
+        By default: a name of 1 to :attr:`max_channel_length` characters,
+        and ``user:<id>`` only for the socket's own user.
+        """
+        if not 0 < len(channel) <= self.max_channel_length:
+            return False
+        if channel.startswith(USER_CHANNEL_PREFIX):
+            return self.uid is not None and channel == USER_CHANNEL_PREFIX + str(
+                self.uid
+            )
+        return True
+
+    def subscribe(self, channel: str) -> bool:
+        """Subscribe this socket to *channel*, unchecked; run the
+        ``on_subscribe`` hooks.
+
+        :returns: ``False`` if it already was.
+        :raises EventError: *channel* is the id of a socket.
+        """
+        if channel in self._channels:
+            return False
+        try:
+            self.server.enter_room(self.sid, channel, namespace=self.path)
+        except ValueError:
+            # python-socketio refuses the private room of another socket.
+            raise EventError(
+                FORBIDDEN, f"channel {shorten(channel)} is reserved"
+            ) from None
+        self._channels = self._channels | {channel}
+        self.events.on_subscribe.send(
+            self.request, self, self.context, channel, channels=(channel,)
+        )
+        return True
+
+    def unsubscribe(self, channel: str) -> bool:
+        """Unsubscribe this socket from *channel*; run the
+        ``on_unsubscribe`` hooks.
+
+        :returns: ``False`` if it was not subscribed.
+        """
+        if channel not in self._channels:
+            return False
+        self.server.leave_room(self.sid, channel, namespace=self.path)
+        self._channels = self._channels - {channel}
+        self.events.on_unsubscribe.send(
+            self.request, self, self.context, channel, channels=(channel,)
+        )
+        return True
+
+    def on_subscribe(self, channel: Any) -> bool:
+        """The ``subscribe`` event, checked by :meth:`can_subscribe`.
+
+        :returns: ``False`` if the socket already was subscribed.
+        """
+        channel = _channel_argument(channel)
+        if not self.can_subscribe(channel):
+            raise EventError(FORBIDDEN, f"cannot subscribe to {shorten(channel)}")
+        if channel not in self._channels and len(self._channels) >= self.max_channels:
+            raise EventError(FORBIDDEN, f"at most {self.max_channels} channels")
+        return self.subscribe(channel)
+
+    def on_unsubscribe(self, channel: Any) -> bool:
+        """The ``unsubscribe`` event.
+
+        :returns: ``False`` if the socket was not subscribed.
+        """
+        return self.unsubscribe(_channel_argument(channel))
+
+    # --- messages
+
+    def on_message(self, message: Any, channel: Any = None) -> None:
+        """The ``message`` event: run the ``on_message`` hooks.
+
+        :param channel: the channel the message is sent on, which the
+            socket must be subscribed to. Hooks bound to channels run if
+            they match it; without it, if they match any channel of the
+            socket. Override this method to know the channel.
+        """
+        channels: Iterable[str] | None = None
+        if channel is not None:
+            channel = _channel_argument(channel)
+            if channel not in self._channels:
+                raise EventError(FORBIDDEN, f"not subscribed to {shorten(channel)}")
+            channels = (channel,)
+        self.events.on_message.send(
+            self.request, self, self.context, message, channels=channels
+        )
+
+    def emit(
+        self, event: str, *args: Any, callback: Callable[..., Any] | None = None
+    ) -> None:
+        """Emit *event* with *args* to this socket.
+
+        :param callback: called with the client's acknowledgement.
+        """
+        self.server.emit(
+            event, args, to=self.sid, namespace=self.path, callback=callback
+        )
+
+    def send(self, message: Any) -> None:
+        """Send *message* to this socket."""
+        self.server.emit(MESSAGE_EVENT, (message,), to=self.sid, namespace=self.path)
+
+    def broadcast(self, message: Any) -> None:
+        """Send *message* to every socket of the namespace but this one."""
+        self.server.emit(
+            MESSAGE_EVENT, (message,), namespace=self.path, skip_sid=self.sid
+        )
+
+    def send_and_broadcast(self, message: Any) -> None:
+        """Send *message* to every socket of the namespace."""
+        self.server.emit(MESSAGE_EVENT, (message,), namespace=self.path)
+
+    def broadcast_channel(self, message: Any, channel: str | None = None) -> None:
+        """Send *message* on *channel* to its subscribers but this socket.
+
+        :param channel: the channel; ``None`` for each channel this socket
+            is in (a socket in several of them receives it once for each).
+        """
+        for name in self._target_channels(channel):
+            self.server.emit(
+                MESSAGE_EVENT,
+                (message, name),
+                to=name,
+                namespace=self.path,
+                skip_sid=self.sid,
+            )
+
+    def send_and_broadcast_channel(
+        self, message: Any, channel: str | None = None
+    ) -> None:
+        """Like :meth:`broadcast_channel`, and this socket receives it too
+        (once for each channel, subscribed to it or not)."""
+        for name in self._target_channels(channel):
+            self.server.emit(
+                MESSAGE_EVENT, (message, name), to=[name, self.sid], namespace=self.path
+            )
+
+    def _target_channels(self, channel: str | None) -> Iterable[str]:
+        return self._channels if channel is None else (channel,)
+
+    def error(self, code: str, message: str) -> None:
+        """Send the ``error`` event, ``{"error": {code, message}}``."""
+        self.server.emit(
+            ERROR_EVENT, error_payload(code, message), to=self.sid, namespace=self.path
+        )
+
+    def disconnect(self) -> None:
+        """Disconnect this socket from the namespace."""
+        self.server.disconnect(self.sid, namespace=self.path)
+
+    # --- greenlets
+
+    def spawn(
+        self, function: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> gevent.Greenlet:
+        """Run ``function(*args, **kwargs)`` in a greenlet of this socket.
+
+        The greenlet is killed when the socket disconnects. If *function*
+        raises, the exception is logged and given to the ``on_error``
+        hooks, and the greenlet ends with the value ``None``.
+
+        :raises RuntimeError: the socket is disconnecting or gone.
+        """
+        if not self.connected:
+            raise RuntimeError(f"cannot spawn in {self!r}: it is disconnected")
+        greenlet = gevent.Greenlet(self._run_spawned, function, args, kwargs)
+        self._greenlets.add(greenlet)
+        greenlet.link(self._greenlets.discard)
+        greenlet.start()
+        return greenlet
+
+    def _run_spawned(
+        self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - logged, see the docstring
+            self.report_error(exc, f"greenlet {getattr(function, '__name__', '?')}")
+            return None
+
+    @property
+    def greenlet_count(self) -> int:
+        """Greenlets of this socket alive: spawned, and handlers running."""
+        return sum(1 for greenlet in self._greenlets if not greenlet.dead)
+
+    def kill_local_jobs(self) -> None:
+        """Kill the greenlets of this socket but the calling one; wait for
+        them up to :attr:`kill_timeout` seconds."""
+        current = gevent.getcurrent()
+        greenlets = [g for g in self._greenlets if g is not current and not g.dead]
+        self._greenlets.intersection_update({current})
+        if not greenlets:
+            return
+        gevent.killall(greenlets, block=True, timeout=self.kill_timeout)
+        survivors = sum(1 for greenlet in greenlets if not greenlet.dead)
+        if survivors:
+            logger.warning(
+                "%d greenlet(s) of %r still alive %g s after being killed",
+                survivors,
+                self,
+                self.kill_timeout,
+            )
+
+    # --- errors
+
+    def report_error(self, exc: BaseException, during: str) -> None:
+        """Log *exc* with its traceback and run the ``on_error`` hooks."""
+        logger.error(
+            "Error in %s of %r from %s",
+            during,
+            self,
+            self.request.address,
+            exc_info=exc,
+        )
+        try:
+            self.events.on_error.send(self.request, self, self.context, exc)
+        except Exception:
+            logger.exception("Error in an on_error hook of %r", self)
+
+
+def _acl(events: Iterable[str] | None) -> set[str] | None:
+    return None if events is None else set(events)
+
+
+def _channel_argument(channel: Any) -> str:
+    if not isinstance(channel, str):
+        raise EventError(BAD_REQUEST, "a channel must be a string")
+    return channel

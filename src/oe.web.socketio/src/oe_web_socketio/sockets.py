@@ -1,0 +1,285 @@
+"""Which namespace class serves which path, and the Socket.IO server.
+
+:class:`SocketIO` registers :class:`~oe_web_socketio.namespace.Namespace`
+classes on a python-socketio :class:`Server`: from code
+(:meth:`SocketIO.add_namespace`), from ``PATH=module:Class`` specifications
+(the ``namespaces`` setting, ``-n`` on the command line), and from the
+entry point group :data:`ENTRY_POINT_GROUP`, through which an integrator's
+own distribution adds namespaces without editing this project::
+
+    [project.entry-points."oe_web_socketio.namespaces"]
+    chat = "my_egg.chat:ChatNamespace"    # served at /chat
+
+An entry point's name is the path without its leading slash, unless the
+class sets :attr:`~oe_web_socketio.namespace.Namespace.path`. Each
+registration is logged, ``Add namespace: '/chat' -> my_egg.chat.ChatNamespace
+(entry point …)``; a path registered twice is an error naming both.
+
+A connection to a path nobody registered is refused with the reason
+``unknown namespace '/x'`` and one log line (see
+:class:`~oe_web_socketio.dispatcher.UnknownNamespace`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import re
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+import engineio
+import socketio
+
+from oe_web_socketio import auth
+from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings, UnknownNamespace
+from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.namespace import Namespace
+
+logger = logging.getLogger(__name__)
+
+#: The entry point group of namespace classes.
+ENTRY_POINT_GROUP = "oe_web_socketio.namespaces"
+
+#: A Socket.IO namespace path: ``/``, ``/chat``, ``/a/b``. No ``,`` (the
+#: packet separator), ``?`` (a query) or space.
+PATH = re.compile(r"/[^\s,?#*]*")
+
+
+class NamespaceError(OeWebSocketIOError, ValueError):
+    """A namespace cannot be registered: a bad path or class, or a class
+    that cannot be imported."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """A namespace class registered at a path.
+
+    :ivar origin: where the registration comes from, for messages.
+    """
+
+    path: str
+    namespace_class: type[Namespace]
+    origin: str
+
+    def __str__(self) -> str:
+        cls = self.namespace_class
+        return f"{cls.__module__}.{cls.__qualname__} ({self.origin})"
+
+
+class DuplicateNamespaceError(NamespaceError):
+    """Two registrations claim the same path.
+
+    :ivar existing: the registration kept.
+    :ivar duplicate: the registration refused.
+    """
+
+    def __init__(self, existing: Registration, duplicate: Registration) -> None:
+        self.existing = existing
+        self.duplicate = duplicate
+        super().__init__(existing, duplicate)
+
+    def __str__(self) -> str:
+        return (
+            f"namespace {self.duplicate.path!r} registered twice: "
+            f"by {self.existing} and by {self.duplicate}"
+        )
+
+
+class EngineIOServer(engineio.Server):
+    """python-engineio's server, whose :meth:`disconnect` does not wait."""
+
+    def disconnect(self, sid: str | None = None) -> None:
+        """Close the session *sid*, or every session, without waiting.
+
+        python-engineio waits until the client has read the close packet.
+        It calls this method when a request brings a packet it cannot
+        handle (e.g. of an unknown type), from that request's greenlet: a
+        polling client that does not poll again would hold that greenlet,
+        and its connection, until the server stops. The client learns of
+        the end anyway: the request is answered ``400``, and so is the next.
+        """
+        if sid is not None and sid in self.sockets:
+            logger.warning("Closing session %s: invalid Engine.IO request", sid)
+        sids = list(self.sockets) if sid is None else [sid]
+        for key in sids:
+            session = self.sockets.get(key)
+            if session is not None:
+                session.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+                self.sockets.pop(key, None)
+
+
+class Server(socketio.Server):
+    """python-socketio's server, which ends the session of a client that
+    sends a packet it cannot decode, and runs on :class:`EngineIOServer`.
+
+    python-socketio raises :class:`ValueError` from its Engine.IO message
+    handler for such a packet; python-engineio then logs a traceback and
+    keeps the session, and the client learns nothing. Here the server logs
+    one line and closes the Engine.IO session, as the reference Socket.IO
+    server does; the client sees a disconnection. (An ``EVENT`` packet
+    whose header is readable is answered instead, see
+    :mod:`oe_web_socketio.protocol`.)
+
+    Both changes override internal methods of python-socketio 5
+    (``_engineio_server_class``, the hook its asyncio server overrides
+    too, and ``_handle_eio_message``): versions.cfg pins it, and
+    tests/test_protocol.py fails if they stop being called.
+
+    :param trusted_proxies: whose ``X-Forwarded-For`` names the client in
+        that line.
+    """
+
+    def __init__(self, *, trusted_proxies: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trusted_proxies = trusted_proxies
+
+    def _engineio_server_class(self) -> type[engineio.Server]:
+        return EngineIOServer
+
+    def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        try:
+            super()._handle_eio_message(eio_sid, data)
+        except ValueError as exc:
+            self._close_session(eio_sid, f"malformed packet: {exc}")
+
+    def _close_session(self, eio_sid: str, reason: str) -> None:
+        environ = self.environ.get(eio_sid, {})
+        logger.warning(
+            "Closing session %s from %s: %s",
+            eio_sid,
+            auth.client_address(environ, self.trusted_proxies),
+            reason,
+        )
+        session = self.eio.sockets.get(eio_sid)
+        if session is not None:
+            # Not eio.disconnect(), which would log a second line.
+            session.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+
+
+class SocketIO:
+    """The namespaces of a Socket.IO :class:`Server`.
+
+    :param server: the server to register namespaces on; it must accept
+        every path (``namespaces="*"``) and use
+        :class:`~oe_web_socketio.protocol.Packet`
+        (see :func:`oe_web_socketio.app.socketio_options`).
+    :param settings: what the dispatchers need of the configuration.
+    """
+
+    def __init__(self, server: socketio.Server, settings: DispatchSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self._registrations: dict[str, Registration] = {}
+        self._dispatchers: dict[str, Dispatcher] = {}
+        server.register_namespace(UnknownNamespace(settings.trusted_proxies))
+
+    @property
+    def namespaces(self) -> Mapping[str, type[Namespace]]:
+        """The class registered at each path."""
+        return {path: r.namespace_class for path, r in self._registrations.items()}
+
+    def dispatcher(self, path: str) -> Dispatcher:
+        """The dispatcher serving *path*.
+
+        :raises KeyError: no namespace is registered at *path*.
+        """
+        return self._dispatchers[path]
+
+    def add_namespace(
+        self,
+        path: str | None,
+        namespace_class: type[Namespace],
+        *,
+        origin: str = "code",
+    ) -> Dispatcher:
+        """Serve *namespace_class* at *path*.
+
+        :param path: ``/chat``; ``None`` for the class's own ``path``.
+        :param origin: where the registration comes from, for messages.
+        :raises NamespaceError: the path or the class is invalid.
+        :raises DuplicateNamespaceError: *path* is taken.
+        """
+        if not (
+            isinstance(namespace_class, type) and issubclass(namespace_class, Namespace)
+        ):
+            raise NamespaceError(
+                f"{namespace_class!r} ({origin}) is not a subclass of "
+                "oe_web_socketio.Namespace"
+            )
+        if path is None:
+            path = namespace_class.path
+        if not isinstance(path, str) or not PATH.fullmatch(path):
+            raise NamespaceError(
+                f"invalid namespace path {path!r} for {namespace_class.__qualname__} "
+                f"({origin}): it must start with '/' and have no space, ',', '?', "
+                "'#' or '*'"
+            )
+        registration = Registration(path, namespace_class, origin)
+        existing = self._registrations.get(path)
+        if existing is not None:
+            raise DuplicateNamespaceError(existing, registration)
+        dispatcher = Dispatcher(path, namespace_class, self.settings)
+        self.server.register_namespace(dispatcher)
+        self._registrations[path] = registration
+        self._dispatchers[path] = dispatcher
+        logger.info("Add namespace: %r -> %s", path, registration)
+        return dispatcher
+
+    def add_namespace_spec(self, spec: str, *, origin: str) -> Dispatcher:
+        """Register the namespace a ``PATH=module:Class`` *spec* names.
+
+        :raises NamespaceError: *spec* is invalid or its class cannot be
+            imported.
+        """
+        path, sep, target = spec.partition("=")
+        if not sep:
+            raise NamespaceError(f"{spec!r} ({origin}) is not PATH=module:Class")
+        namespace_class = import_object(target.strip(), origin=origin)
+        return self.add_namespace(path.strip(), namespace_class, origin=origin)
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Register the namespaces of the entry point *group*; return
+        their paths.
+
+        :raises NamespaceError: an entry point cannot be loaded, or its
+            path is invalid or taken.
+        """
+        paths = []
+        for entry_point in sorted(metadata.entry_points(group=group)):
+            dist = entry_point.dist.name if entry_point.dist is not None else "?"
+            origin = f"entry point {entry_point.name} = {entry_point.value} in {dist}"
+            try:
+                namespace_class = entry_point.load()
+            except Exception as exc:
+                raise NamespaceError(f"cannot load {origin}: {exc}") from exc
+            path = getattr(namespace_class, "path", None)
+            if path is None:
+                path = "/" + entry_point.name.lstrip("/")
+            self.add_namespace(path, namespace_class, origin=origin)
+            paths.append(path)
+        return paths
+
+    def count_greenlets(self) -> int:
+        """Greenlets alive owned by sockets: spawned, and handlers running."""
+        return sum(d.greenlet_count for d in list(self._dispatchers.values()))
+
+
+def import_object(target: str, *, origin: str) -> Any:
+    """The object *target* (``package.module:Name``, ``Name`` may be
+    dotted) names.
+
+    :raises NamespaceError: it cannot be imported.
+    """
+    module_name, sep, qualname = target.partition(":")
+    if not (sep and module_name and qualname):
+        raise NamespaceError(f"{target!r} ({origin}) is not module:Class")
+    try:
+        value: Any = importlib.import_module(module_name)
+        for name in qualname.split("."):
+            value = getattr(value, name)
+    except (ImportError, AttributeError) as exc:
+        raise NamespaceError(f"cannot import {target} ({origin}): {exc}") from exc
+    return value
