@@ -6,8 +6,9 @@
 #
 # Debian packages come from apt-get (as root, or through sudo); Python
 # distributions from the buildout, bootstrapped in .venv with the pins of
-# versions.cfg. The buildout runs again only when its inputs change, so
-# running `make run` on a built checkout is quick.
+# versions.cfg; Node.js packages (the clients the tests drive) from npm, with
+# the versions of package-lock.json. The buildout and npm run again only when
+# their inputs change, so running `make run` on a built checkout is quick.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,13 +17,21 @@ CFG := $(if $(wildcard local.cfg),local.cfg,buildout.cfg)
 
 DEBIAN_PACKAGES := python3 python3-venv postgresql postgresql-client libpq5 \
 	nginx-light util-linux ca-certificates
+# Node.js and npm come from Debian (nodejs, npm) only when the command is
+# not on PATH: a node installed otherwise (NodeSource, nvm, a tarball) is
+# used as it is, and apt-get must not install a second one beside it.
+on_path = $(shell command -v $(1) 2>/dev/null)
+NODE_PACKAGES := $(strip $(if $(call on_path,node),,nodejs) $(if $(call on_path,npm),,npm))
+DEBIAN_PACKAGES += $(NODE_PACKAGES)
+
 BOOTSTRAP := zc.buildout pip setuptools wheel packaging platformdirs
 pin = $(shell sed -n 's/^$(1) *= *//p' versions.cfg)
 
 BUILD_INPUTS := buildout.cfg appliance.cfg versions.cfg $(wildcard local.cfg) \
 	supervisord.conf.in $(wildcard templates/*.in) \
 	src/oe.web.socketio/pyproject.toml src/oe.web.socketio/setup.py \
-	addons/web_socketio/setup.py addons/web_socketio/tryton.cfg
+	addons/web_socketio/setup.py addons/web_socketio/tryton.cfg \
+	examples/chat/pyproject.toml
 
 .PHONY: run test build deps stop
 
@@ -34,7 +43,7 @@ test: build .venv/bin/ruff
 	.venv/bin/ruff format --check .
 	bin/test
 
-build: deps .installed.cfg
+build: deps .installed.cfg node_modules/.package-lock.json
 
 stop:
 	@if [ -x bin/supervisorctl ] && bin/supervisorctl pid >/dev/null 2>&1; then \
@@ -69,4 +78,11 @@ deps:
 
 .installed.cfg: .venv/bin/buildout $(BUILD_INPUTS)
 	bin/buildout -c $(CFG)
+	touch $@
+
+# npm ci writes node_modules/.package-lock.json, which stands for the whole
+# tree: it is installed again, exactly as locked, when the lock changes.
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm is not on PATH: run 'make build', which installs Debian's nodejs and npm" >&2; exit 1; }
+	npm ci --no-audit --no-fund
 	touch $@

@@ -54,6 +54,7 @@ class ApplianceCopy(Appliance):
             develop =
                 {ROOT / "src" / "oe.web.socketio"}
                 {ROOT / "addons" / "web_socketio"}
+                {ROOT / "examples" / "chat"}
             newest = false
 
             [ports]

@@ -1,0 +1,128 @@
+"""Driving oe_web_socketio from integration tests: the server process, and a
+python-socketio client that records what it receives.
+
+The server is the appliance's own ``bin/oe_web_socketio`` (its rendered
+configuration: trytond.conf, trusted proxies, the example chat from its
+entry point) on a free port, serving the test database.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+from .tryton import free_port
+
+
+class RealtimeServer:
+    """``bin/oe_web_socketio -d DB -p PORT`` of an appliance checkout."""
+
+    def __init__(self, directory: Path, database: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_file = log.open("w")
+        self.process = subprocess.Popen(
+            [
+                str(directory / "bin" / "oe_web_socketio"),
+                "-d",
+                database,
+                "-p",
+                str(self.port),
+                "--log-level",
+                "info",
+            ],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"oe_web_socketio exited: {log.read_text()[-2000:]}")
+            try:
+                self.health()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("oe_web_socketio did not answer /health within 30 s")
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+            return json.load(response)
+
+    def wait_greenlets(self, count: int, timeout: float = 10) -> int:
+        """Wait until the server runs *count* socket greenlets; return the
+        last count seen."""
+        deadline = time.monotonic() + timeout
+        seen = self.health()["greenlets"]
+        while seen != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = self.health()["greenlets"]
+        return seen
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log_file.close()
+
+
+class Recorder:
+    """A python-socketio client on one namespace that records every event."""
+
+    def __init__(self, url: str, namespace: str, transport: str, auth=None) -> None:
+        self.namespace = namespace
+        self.client = socketio.Client(reconnection=False)
+        self.received: list[tuple[str, tuple]] = []
+        self._changed = threading.Condition()
+        self.client.on("*", self._record, namespace=namespace)
+        self.client.connect(
+            url,
+            namespaces=[namespace],
+            transports=[transport],
+            auth=auth,
+            wait_timeout=10,
+        )
+
+    def _record(self, event: str, *args: Any) -> None:
+        with self._changed:
+            self.received.append((event, args))
+            self._changed.notify_all()
+
+    def call(self, event: str, *args: Any, timeout: float = 10) -> Any:
+        data = args[0] if len(args) == 1 else args
+        return self.client.call(event, data, namespace=self.namespace, timeout=timeout)
+
+    def messages(self) -> list[tuple]:
+        with self._changed:
+            return [args for event, args in self.received if event == "message"]
+
+    def wait_message(self, predicate, timeout: float = 10) -> tuple:
+        """The first ``message`` whose arguments satisfy *predicate*."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for event, args in self.received:
+                    if event == "message" and predicate(*args):
+                        return args
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no such message within {timeout} s; got {self.received}"
+                    )
+                self._changed.wait(remaining)
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
