@@ -133,20 +133,7 @@ class Config:
             ``[oe_web_socketio]`` section, or a key is unknown or has an
             invalid value. The message names *path* and the key.
         """
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            with open(path, encoding="utf-8") as file:
-                parser.read_file(file)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the file: {exc.strerror}", source=path
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError("the file is not valid UTF-8", source=path) from exc
-        except configparser.Error as exc:
-            raise ConfigError(
-                f"not a valid INI file: {exc.message}", source=path
-            ) from exc
+        parser = read_ini(path)
         if not parser.has_section(SECTION):
             raise ConfigError(f"no [{SECTION}] section", source=path)
         try:
@@ -209,6 +196,25 @@ def _parse_str(key: str, raw: str) -> str:
 
 def _parse_optional_str(key: str, raw: str) -> str | None:
     return raw or None
+
+
+def read_ini(path: str) -> configparser.ConfigParser:
+    """Parse the INI file *path* (no interpolation: ``%`` is literal).
+
+    :raises ConfigError: the file cannot be read, is not UTF-8, or is not
+        valid INI; the message names *path*.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", source=path) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("the file is not valid UTF-8", source=path) from exc
+    except configparser.Error as exc:
+        raise ConfigError(f"not a valid INI file: {exc.message}", source=path) from exc
+    return parser
 
 
 _BOOLEANS = {

@@ -28,7 +28,6 @@ This module never imports trytond.
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import logging
 import urllib.parse
@@ -37,6 +36,7 @@ from secrets import compare_digest
 from typing import TYPE_CHECKING, NoReturn
 
 from oe_web_socketio.auth import Credentials, Identity
+from oe_web_socketio.config import read_ini
 from oe_web_socketio.exceptions import AuthenticationError, ConfigError
 
 if TYPE_CHECKING:
@@ -102,20 +102,7 @@ class TrytonSettings:
         :raises ConfigError: the file cannot be read or parsed, or an
             option is missing or invalid. The message names *path*.
         """
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            with open(path, encoding="utf-8") as file:
-                parser.read_file(file)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the file: {exc.strerror}", source=path
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError("the file is not valid UTF-8", source=path) from exc
-        except configparser.Error as exc:
-            raise ConfigError(
-                f"not a valid INI file: {exc.message}", source=path
-            ) from exc
+        parser = read_ini(path)
         uri = parser.get("database", "uri", fallback="").strip()
         if not uri:
             raise ConfigError(
