@@ -20,7 +20,13 @@ import requests
 import socketio
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import ListenError
-from oe_web_socketio.server import Handler, Server, make_server, set_nodelay
+from oe_web_socketio.server import (
+    Handler,
+    Server,
+    make_server,
+    set_keepalive,
+    set_nodelay,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -89,6 +95,58 @@ def test_server_sets_nodelay_before_handling():
     finally:
         server.stop(timeout=1)
     assert len(seen) == 1 and seen[0] != 0
+
+
+# --- TCP keepalive
+
+
+def keepalive_options(sock: socket.socket) -> tuple[int, int, int, int]:
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    )
+
+
+def test_set_keepalive_leaves_unix_sockets_alone():
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        set_keepalive(left, 1, 1, 1)  # TCP_KEEPIDLE would raise OSError here
+        assert not left.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+
+
+def test_server_sets_keepalive_before_handling():
+    seen = []
+
+    class RecordingHandler(Handler):
+        def handle(self):
+            seen.append(keepalive_options(self.socket))
+            super().handle()
+
+    class KeepaliveServer(Server):
+        handler_class = RecordingHandler
+        tcp_keepalive_idle = 7
+        tcp_keepalive_interval = 3
+        tcp_keepalive_count = 2
+
+    server = KeepaliveServer(("127.0.0.1", 0), hello_app)
+    server.start()
+    try:
+        with gevent.socket.create_connection(server.address[:2]) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(client).endswith(b"hello")
+    finally:
+        server.stop(timeout=1)
+    assert seen == [(1, 7, 3, 2)]
+
+
+def test_default_keepalive_notices_a_vanished_peer_within_minutes():
+    total = (
+        Server.tcp_keepalive_idle
+        + Server.tcp_keepalive_interval * Server.tcp_keepalive_count
+    )
+    assert 0 < total <= 300
 
 
 # --- keep-alive and WebSocket requests

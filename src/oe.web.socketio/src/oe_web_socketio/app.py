@@ -7,7 +7,8 @@ later parts plug in here (namespaces with ``application.socketio``, routes
 with ``application.router.add``).
 
 Socket.IO runs in python-engineio's ``gevent`` async mode: its background
-tasks are greenlets and its WebSocket transport is simple-websocket (see
+tasks are greenlets and its WebSocket transport is simple-websocket,
+wrapped by :class:`~oe_web_socketio.server.WebSocketTransport` (see
 :mod:`oe_web_socketio.server`). The namespaces served are, in this order,
 those of the entry point group ``oe_web_socketio.namespaces``, those of
 :attr:`Config.namespaces`, and at ``/``, unless one of them took it, the
@@ -32,6 +33,7 @@ from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.pool import CursorPools
 from oe_web_socketio.protocol import Packet
 from oe_web_socketio.routing import Router
+from oe_web_socketio.server import use_websocket_transport
 from oe_web_socketio.sockets import Server, SocketIO
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,8 @@ class Application:
         self.config = config
         self.pools = pools
         self.sio = Server(**socketio_options(config))
+        # So that a WebSocket ends with its Engine.IO session.
+        use_websocket_transport(self.sio.eio)
         self.socketio = SocketIO(
             self.sio,
             DispatchSettings(

@@ -3,9 +3,11 @@
 :class:`Server` is gevent's :class:`~gevent.pywsgi.WSGIServer` with three
 changes, each for a reason of this project:
 
-* Every accepted TCP connection gets ``TCP_NODELAY`` before its first
-  request is read. gevent leaves Nagle's algorithm on, so a lone small
-  Socket.IO message would wait about 40 ms for the peer's delayed ACK.
+* Every accepted TCP connection gets ``TCP_NODELAY`` and TCP keepalive
+  before its first request is read. gevent leaves Nagle's algorithm on, so
+  a lone small Socket.IO message would wait about 40 ms for the peer's
+  delayed ACK; and without keepalive the kernel never notices that an idle
+  peer's host vanished (see :attr:`Server.tcp_keepalive_idle`).
 * A connection that asked for a WebSocket, or whose WSGI application
   returned without calling ``start_response``, is closed after the
   response instead of kept alive (see :class:`Handler`).
@@ -24,19 +26,26 @@ duplicate in a greenlet. The WSGI application returns only when the
 WebSocket is closed, without having called ``start_response``. Socket
 options such as ``TCP_NODELAY`` are shared by the duplicate.
 
+Left alone, that WebSocket outlives its Engine.IO session when the client
+stops talking without closing TCP: see :class:`WebSocketTransport`, which
+:func:`use_websocket_transport` puts in its place.
+
 Nothing here requires the standard library to be monkey-patched: gevent's
 own sockets are used explicitly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import engineio
 import gevent.pool
 import gevent.socket
+from engineio.async_drivers import gevent as engineio_gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from oe_web_socketio.config import Config
@@ -58,6 +67,22 @@ def set_nodelay(sock: socket.socket) -> None:
     """
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def set_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> None:
+    """Turn TCP keepalive on for *sock* if it is a TCP socket.
+
+    After *idle* seconds without traffic the kernel sends a probe every
+    *interval* seconds, and resets the connection after *count* unanswered
+    ones: a receive blocked on it then fails.
+
+    :raises OSError: the system refused.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
 
 def is_websocket_request(environ: dict[str, Any]) -> bool:
@@ -82,6 +107,65 @@ class Handler(WSGIHandler):
             self.close_connection = True
 
 
+class WebSocketTransport(engineio_gevent.WebSocketWSGI):
+    """python-engineio's gevent WebSocket, which lets go of its connection.
+
+    Written against python-engineio 4.15.1 and simple-websocket 1.1.0.
+    python-engineio reads a WebSocket with two greenlets: its request
+    greenlet waits in :meth:`wait` for simple-websocket's reader greenlet,
+    which is blocked in ``recv()`` on the duplicated socket; a writer
+    greenlet sends the session's packets and calls :meth:`close` when the
+    session ends (ping timeout, server disconnect, shutdown). The base
+    class's :meth:`close` only sends a close frame: it wakes neither
+    ``recv()`` nor :meth:`wait`. A client that never answers, still
+    connected at TCP level, so kept both sockets and both greenlets until
+    the kernel gave up on it, about 15 minutes for a vanished host, never
+    for a stuck one. Two changes:
+
+    * :meth:`close` shuts the connection down after the close frame: the
+      blocked ``recv()`` returns, the reader greenlet ends and closes the
+      duplicate, :meth:`wait` returns ``None``, the request ends and
+      :class:`Handler` closes the accepted socket.
+    * :attr:`socket` is the one python-engineio looks for (``ws._sock`` or
+      ``ws.socket``) to set a timeout of ``ping_interval + ping_timeout``,
+      which the base class, keeping it in ``ws.sock``, never got. It bounds
+      a send to a peer that stopped reading, after which the writer ends
+      and calls :meth:`close`.
+    """
+
+    @property
+    def socket(self) -> socket.socket:
+        """The socket the WebSocket runs on (a duplicate of the accepted one)."""
+        sock: socket.socket = self.ws.sock
+        return sock
+
+    def close(self) -> None:
+        """Send a close frame if still connected, then shut the connection
+        down, whatever the peer does."""
+        try:
+            super().close()
+        except OSError as exc:  # the peer is gone or stopped reading
+            logger.debug("Cannot send the WebSocket close frame: %s", exc)
+        finally:
+            # The duplicate and the accepted socket are one TCP connection:
+            # shutting either down ends both. Data already sent still goes
+            # out before the FIN. OSError: already closed, by the reader
+            # greenlet or the peer.
+            with contextlib.suppress(OSError):
+                self.ws.sock.shutdown(socket.SHUT_RDWR)
+
+
+def use_websocket_transport(eio: engineio.Server) -> None:
+    """Make *eio* (``gevent`` async mode) serve WebSocket with
+    :class:`WebSocketTransport`.
+
+    python-engineio 4.15.1 takes the class from the private ``_async``
+    table of its async driver, a module-level dict shared by every server:
+    *eio* is given a copy of its own.
+    """
+    eio._async = {**eio._async, "websocket": WebSocketTransport}
+
+
 class Server(WSGIServer):
     """The gevent WSGI server of :mod:`oe_web_socketio`.
 
@@ -100,6 +184,16 @@ class Server(WSGIServer):
     #: Most connections handled at once, or ``None`` for no limit. When the
     #: limit is reached the server stops accepting until a connection ends.
     max_connections: int | None = None
+
+    #: Seconds an accepted connection may be idle before TCP keepalive
+    #: probes start, then seconds between probes and unanswered probes
+    #: before the kernel resets it: a peer whose host vanished is noticed
+    #: within about 2 minutes instead of never (while the server has data
+    #: in flight, retransmission timeouts apply instead, and Engine.IO's
+    #: ping timeout ends the session first).
+    tcp_keepalive_idle: int = 60
+    tcp_keepalive_interval: int = 10
+    tcp_keepalive_count: int = 6
 
     def __init__(self, address: tuple[str, int], application: WSGIApplication) -> None:
         super().__init__(
@@ -169,12 +263,19 @@ class Server(WSGIServer):
             self.pool.kill(block=True, timeout=1)
 
     def handle(self, sock: gevent.socket.socket, address: Any) -> None:
-        """Handle one accepted connection, with Nagle's algorithm off."""
+        """Handle one accepted connection, with Nagle's algorithm off and
+        TCP keepalive on."""
         try:
             set_nodelay(sock)
+            set_keepalive(
+                sock,
+                self.tcp_keepalive_idle,
+                self.tcp_keepalive_interval,
+                self.tcp_keepalive_count,
+            )
         except OSError as exc:
             # The peer is gone already; the handler finds out on its own.
-            logger.debug("Cannot set TCP_NODELAY for %s: %s", address, exc)
+            logger.debug("Cannot set TCP options for %s: %s", address, exc)
         super().handle(sock, address)
 
     @property
