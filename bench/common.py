@@ -7,8 +7,12 @@ the load generator (another process) does not disturb the figures.
 
 from __future__ import annotations
 
+import ctypes
+import faulthandler
 import os
 import re
+import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +22,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+#: prctl(2) option: the signal a child gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of a child: be terminated if the benchmark dies, so
+    that a benchmark killed by its watchdog leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def watchdog(seconds: float) -> None:
+    """Bound the whole run: after *seconds*, print every thread's stack and
+    exit with status 1.
+
+    A hard limit, in a C thread, because ``gevent.Timeout`` is not enough:
+    websocket-client's ``close()`` swallows every exception (a bare
+    ``except``), the timeout included.
+    """
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    print(f"# watchdog: this run gives up after {seconds:g} s", file=sys.stderr)
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open files limit to its hard limit; return it."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def own_cpu_seconds() -> float:
+    """User plus system CPU time of this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def free_port() -> int:
@@ -45,7 +84,13 @@ def start_target(target: str, port: int) -> subprocess.Popen:
         ]
     else:
         raise SystemExit(f"unknown target {target!r}: plain or oe")
-    process = subprocess.Popen(command, env=env, cwd=ROOT)
+    # preexec_fn: the benchmarks run no real threads (gevent's greenlets).
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        preexec_fn=die_with_parent,  # noqa: PLW1509
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -86,3 +131,18 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
     return sorted_values[index]
+
+
+def disconnect_all(clients: list, timeout: float = 30) -> int:
+    """Disconnect *clients* (python-socketio clients) all at once; return
+    how many had not finished after *timeout* seconds.
+
+    At once, because each disconnection may wait up to 3 s for the
+    server's WebSocket close frame (websocket-client's default), which a
+    server that reads that frame as an HTTP request never sends.
+    """
+    import gevent
+
+    jobs = [gevent.spawn(client.disconnect) for client in clients]
+    gevent.joinall(jobs, timeout=timeout)
+    return sum(1 for job in jobs if not job.dead)

@@ -15,7 +15,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -24,7 +23,15 @@ import gevent  # noqa: E402
 import socketio  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, rss_bytes, start_target, stop  # noqa: E402
+from common import (  # noqa: E402
+    disconnect_all,
+    free_port,
+    raise_nofile_limit,
+    rss_bytes,
+    start_target,
+    stop,
+    watchdog,
+)
 
 NAMESPACE = "/bench"
 
@@ -56,16 +63,21 @@ def main() -> None:
     parser.add_argument("--target", choices=("plain", "oe"), default="oe")
     parser.add_argument("--connections", type=int, default=1000)
     args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    # A client holds one descriptor, the server two (simple-websocket
+    # duplicates the socket); the server inherits this limit.
+    limit = raise_nofile_limit()
+    if 2 * args.connections + 100 > limit:
+        raise SystemExit(f"{args.connections} connections need more than {limit} fds")
+    watchdog(120 + args.connections / 20)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_target(args.target, port)
     try:
-        # Warm-up connections stay open: plain gevent + simple-websocket
-        # mishandles connections after a WebSocket closes (it reads the close
-        # frame as HTTP), which would stall the baseline.
+        # Warm-up connections stay open: after a WebSocket, plain gevent
+        # reads the connection's next bytes as HTTP, and simple-websocket's
+        # reader of a closed connection may then never end (a leak that
+        # would be charged to the measured connections).
         warm = open_clients(url, 20)
         settle()
         before = rss_bytes(server.pid)
@@ -74,8 +86,9 @@ def main() -> None:
         opened = time.time() - started
         settle()
         after = rss_bytes(server.pid)
-        for client in [*warm, *clients]:
-            client.disconnect()
+        left = disconnect_all([*warm, *clients])
+        if left:
+            print(f"# {left} client(s) still disconnecting after 30 s", file=sys.stderr)
     finally:
         stop(server)
     per_connection = (after - before) / args.connections
