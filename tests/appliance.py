@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import configparser
 import json
+import os
 import re
 import subprocess
 import time
@@ -19,6 +20,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = {"postgresql", "trytond", "oe_web_socketio", "nginx"}
+
+#: Variables bin/test sets for itself that must not leak into an
+#: appliance's scripts: TRYTOND_CONFIG would point another checkout's
+#: trytond-admin at this checkout's database.
+PRIVATE_VARIABLES = ("TRYTOND_CONFIG", "PYTHONPATH")
+
+
+def clean_environment() -> dict[str, str]:
+    """The environment to run an appliance's scripts in."""
+    return {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Appliance:
             timeout=timeout,
             cwd=self.directory,
             stdin=subprocess.DEVNULL,
+            env=clean_environment(),
         )
 
     def _rendered(self, name: str) -> configparser.ConfigParser:

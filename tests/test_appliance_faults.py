@@ -9,6 +9,7 @@ the command a user would run.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import textwrap
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .appliance import ROOT, Appliance
+from .appliance import ROOT, Appliance, clean_environment
 
 
 def _free_port() -> int:
@@ -41,6 +42,7 @@ class ApplianceCopy(Appliance):
             capture_output=True,
             text=True,
             timeout=600,
+            env=clean_environment(),
             stdin=subprocess.DEVNULL,
         )
 
@@ -208,6 +210,42 @@ def test_a_postgresql_that_will_not_start(copy):
         conf.write_text(original)
     assert "PostgreSQL did not start" in line
     assert "var/log/postgresql.log" in line
+
+
+def test_the_foreground_start_stops_the_stack_on_ctrl_c(copy):
+    assert copy.configure().returncode == 0
+    if copy.supervisord_running():
+        copy.run("supervisorctl", "shutdown")
+    # As in a terminal, SIGINT is at its default in the child (exec resets
+    # pytest's handler); a background job of a non-interactive shell would
+    # have it ignored instead.
+    start = subprocess.Popen(
+        [copy.bin("start")],
+        cwd=copy.directory,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_environment(),
+    )
+    try:
+        seen = []
+        for line in start.stdout:
+            seen.append(line)
+            if "Ctrl-C stops the whole stack" in line:
+                break
+        assert "Ctrl-C stops the whole stack" in "".join(seen), "".join(seen)
+        assert set(copy.status().values()) == {"RUNNING"}
+        start.send_signal(signal.SIGINT)
+        rest, _ = start.communicate(timeout=120)
+    finally:
+        if start.poll() is None:
+            start.kill()
+            start.wait()
+        start.stdout.close()
+    assert start.returncode == 0
+    assert "Stopping the appliance" in rest
+    assert not copy.supervisord_running()
 
 
 def test_an_external_server_that_cannot_be_reached(copy):
