@@ -14,29 +14,11 @@ from oe_web_socketio.app import (
 from oe_web_socketio.config import Config
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
+from wsgi_testing import call_wsgi as call
 
 pytestmark = pytest.mark.timeout(10)
 
 TESTS_DIR = Path(__file__).resolve().parent
-
-
-def call(app, method, path, query=""):
-    answer = {}
-
-    def start_response(status, headers, exc_info=None):
-        answer["status"] = status
-        answer["headers"] = dict(headers)
-
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "wsgi.url_scheme": "http",
-        "HTTP_HOST": "localhost",
-        "REMOTE_ADDR": "127.0.0.1",
-    }
-    body = b"".join(app(environ, start_response))
-    return answer["status"], answer["headers"], body
 
 
 @pytest.mark.parametrize(

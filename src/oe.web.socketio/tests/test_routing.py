@@ -14,25 +14,13 @@ from oe_web_socketio.routing import (
     Route,
     Router,
 )
+from wsgi_testing import call_wsgi
 
 pytestmark = pytest.mark.timeout(10)
 
 
 def call(app, method: str, path: str) -> tuple[str, dict[str, str], bytes]:
-    """Call the WSGI *app*; return the status line, headers and body."""
-    answer = {}
-
-    def start_response(status, headers, exc_info=None):
-        answer["status"] = status
-        answer["headers"] = dict(headers)
-
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "REMOTE_ADDR": "192.0.2.7",
-    }
-    body = b"".join(app(environ, start_response))
-    return answer["status"], answer["headers"], body
+    return call_wsgi(app, method, path, remote_addr="192.0.2.7")
 
 
 def hello(request: Request) -> Response:

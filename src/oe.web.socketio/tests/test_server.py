@@ -57,6 +57,17 @@ def read_until_closed(sock: gevent.socket.socket, timeout: float = 5) -> bytes:
 # --- TCP_NODELAY
 
 
+def get_hello_once(server: Server) -> None:
+    """Start *server*, have one request of ``hello_app`` answered, stop it."""
+    server.start()
+    try:
+        with gevent.socket.create_connection(server.address[:2]) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(client).endswith(b"hello")
+    finally:
+        server.stop(timeout=1)
+
+
 def test_set_nodelay_on_accepted_tcp_socket():
     with (
         socket.create_server(("127.0.0.1", 0)) as listener,
@@ -87,13 +98,7 @@ def test_server_sets_nodelay_before_handling():
 
     server = Server(("127.0.0.1", 0), hello_app)
     server.handler_class = RecordingHandler
-    server.start()
-    try:
-        with gevent.socket.create_connection(server.address[:2]) as client:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            assert read_until_closed(client).endswith(b"hello")
-    finally:
-        server.stop(timeout=1)
+    get_hello_once(server)
     assert len(seen) == 1 and seen[0] != 0
 
 
@@ -131,13 +136,7 @@ def test_server_sets_keepalive_before_handling():
         tcp_keepalive_count = 2
 
     server = KeepaliveServer(("127.0.0.1", 0), hello_app)
-    server.start()
-    try:
-        with gevent.socket.create_connection(server.address[:2]) as client:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            assert read_until_closed(client).endswith(b"hello")
-    finally:
-        server.stop(timeout=1)
+    get_hello_once(server)
     assert seen == [(1, 7, 3, 2)]
 
 
