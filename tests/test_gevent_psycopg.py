@@ -3,9 +3,9 @@ other greenlets: the precondition of serving thousands of sockets while
 reading the ERP database."""
 
 import configparser
-import subprocess
-import sys
 import textwrap
+
+from .tryton import run_python
 
 
 def test_queries_in_greenlets_overlap_and_let_others_run(appliance):
@@ -35,13 +35,7 @@ def test_queries_in_greenlets_overlap_and_let_others_run(appliance):
         print([kind for kind, _ in events], ticks > 5)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     # Both queries started before either ended, and the ticker kept running.
     assert result.stdout.strip() == "['start', 'start', 'end', 'end'] True"

@@ -22,8 +22,6 @@ import contextlib
 import json
 import logging
 import pickle
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -52,7 +50,7 @@ from oe_web_socketio.hosts.tryton import (
 )
 from oe_web_socketio.pool import CursorPools
 
-from .tryton import Session, new_password
+from .tryton import Session, new_password, run_python
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -758,13 +756,7 @@ def test_pool_under_gevent(tryton_db, settings, trytond, app_name):
                           "elapsed": elapsed, "in_use": stats.in_use}}))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert outcome["peak"] == 2

@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +57,19 @@ def database_uri(appliance: Appliance) -> str:
     with open(appliance.directory / "etc" / "trytond.conf", encoding="utf-8") as file:
         parser.read_file(file)
     return parser["database"]["uri"]
+
+
+def run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run *script* in a new interpreter with this one's eggs, warnings as
+    errors: for what must not happen in pytest's process (gevent patching
+    is process-wide)."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:
