@@ -2,17 +2,24 @@
 
 A :class:`Router` is a WSGI application that maps a path to a
 :class:`Route`; a route's endpoint takes a :class:`Request` and returns a
-:class:`Response`, and never talks WSGI itself. Invariants of every answer
-of a :class:`Router`:
+:class:`Response`, and never talks WSGI itself. Matching is werkzeug's
+(:class:`werkzeug.routing.Map`): a route path may hold placeholders, such
+as ``/<database>/bus`` or ``/x/<int:n>``, whose values reach the endpoint
+as :attr:`Request.path_args`. Invariants of every answer of a
+:class:`Router`:
 
 * it has ``Content-Type`` and ``Content-Length``;
 * a ``HEAD`` answer has the headers of the ``GET`` answer and no body;
 * an unknown path gets ``404`` and a known path with a method the route
   does not accept gets ``405`` with ``Allow``, both with a JSON body
-  ``{"error": ...}``;
-* an exception raised by an endpoint is an internal fault: it is logged
-  with the request and answered with ``500``, the client learns nothing
-  more.
+  ``{"error": ...}``; paths match exactly: no redirect to add or remove a
+  slash, ever;
+* an endpoint refuses a bad request by raising :class:`HTTPError`: the
+  client gets its status and message as ``{"error": ...}`` and one line
+  is logged (level WARNING) with the client's address;
+* any other exception raised by an endpoint is an internal fault: it is
+  logged with the request and answered with ``500``, the client learns
+  nothing more.
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, RequestRedirect, Rule
 
 from oe_web_socketio.exceptions import OeWebSocketIOError
 
@@ -31,12 +42,46 @@ logger = logging.getLogger(__name__)
 #: Methods a route accepts unless told otherwise.
 READ_METHODS = frozenset({"GET", "HEAD"})
 
+#: The environ key where :meth:`Request.body` keeps the body it read.
+BODY_KEY = "oe_web_socketio.body"
+
+#: Most digits of a ``Content-Length`` read as a number: more is refused
+#: as too large before ``int()`` (which refuses thousands of digits).
+MAX_LENGTH_DIGITS = 18
+
+
+class HTTPError(OeWebSocketIOError):
+    """A request an endpoint refuses; the client is told *status* and
+    *reason*.
+
+    Raise it from an endpoint (or from :meth:`Request.body`): the
+    :class:`Router` answers ``{"error": reason}`` with *status* and logs
+    one line. It is the client's fault, not an internal one.
+
+    :param status: a ``4xx`` status.
+    :param reason: what the client is told, e.g. ``"body too large"``.
+    """
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(status, reason)
+
+    def __str__(self) -> str:
+        return f"{self.status.value} {self.reason}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """An HTTP request, as the WSGI environ of the server describes it."""
+    """An HTTP request, as the WSGI environ of the server describes it.
+
+    :ivar environ: the WSGI environ.
+    :ivar path_args: the values of the placeholders of the route's path,
+        by name (empty for a path without any).
+    """
 
     environ: Mapping[str, Any]
+    path_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -44,12 +89,60 @@ class Request:
 
     @property
     def path(self) -> str:
-        return str(self.environ.get("PATH_INFO") or "/")
+        """The path, decoded as UTF-8 (WSGI gives it as Latin-1)."""
+        path = str(self.environ.get("PATH_INFO") or "/")
+        try:
+            return path.encode("latin-1").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            # Not a PEP 3333 server: the path is text already.
+            return path
 
     @property
     def client(self) -> str:
         """The address of the peer (the proxy, when there is one)."""
         return str(self.environ.get("REMOTE_ADDR", "-"))
+
+    def body(self, limit: int) -> bytes:
+        """The body of the request, whole.
+
+        Read once: later calls return the same bytes. A body larger than
+        *limit* is not read (gevent's server discards it after the
+        answer).
+
+        :param limit: the most bytes accepted.
+        :raises HTTPError: ``413`` when the body is larger than *limit*,
+            ``400`` when ``Content-Length`` is not a number or the body
+            cannot be read whole (the client left, broken chunks).
+        """
+        cached = self.environ.get(BODY_KEY)
+        if cached is not None:
+            return bytes(cached)
+        header = str(self.environ.get("CONTENT_LENGTH") or "").strip()
+        length: int | None = None
+        if header:
+            if not (header.isascii() and header.isdigit()):
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
+            if len(header) > MAX_LENGTH_DIGITS or int(header) > limit:
+                raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+            length = int(header)
+        stream = self.environ.get("wsgi.input")
+        body = b""
+        if stream is not None and length != 0:
+            # Without Content-Length the body is chunked (or empty): read
+            # one byte more than allowed to tell "too large".
+            try:
+                body = stream.read(limit + 1 if length is None else length)
+            except (OSError, ValueError):
+                raise HTTPError(
+                    HTTPStatus.BAD_REQUEST, "cannot read the request body"
+                ) from None
+            if length is None and len(body) > limit:
+                raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+            if length is not None and len(body) < length:
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "incomplete request body")
+        if isinstance(self.environ, MutableMapping):
+            self.environ[BODY_KEY] = body
+        return body
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +181,9 @@ Endpoint = Callable[[Request], Response]
 class Route:
     """A path answered by an endpoint for some methods.
 
-    :ivar path: the exact path (``PATH_INFO``) of the route.
+    :ivar path: the path of the route, a werkzeug rule: literal text and
+        placeholders ``<name>`` (one path segment) or ``<converter:name>``
+        (werkzeug's converters: ``int``, ``path``, ``uuid``, ...).
     :ivar endpoint: called with the :class:`Request`, returns the answer.
     :ivar methods: the accepted methods, upper case.
     """
@@ -100,6 +195,9 @@ class Route:
 
 class DuplicateRouteError(OeWebSocketIOError, ValueError):
     """Two routes claim the same path.
+
+    Paths that differ only by the names of their placeholders
+    (``/x/<a>`` and ``/x/<b>``) are the same path.
 
     :ivar existing: the route already in the router.
     :ivar duplicate: the route refused.
@@ -116,11 +214,30 @@ class DuplicateRouteError(OeWebSocketIOError, ValueError):
         )
 
 
+#: A placeholder of a werkzeug rule: ``<name>`` or ``<converter(args):name>``.
+_PLACEHOLDER = re.compile(r"<(?:([^>:]+):)?[^>:]+>")
+
+
+def _shape(path: str) -> str:
+    """*path* with the names of its placeholders left out."""
+
+    def converter(match: re.Match[str]) -> str:
+        # "string" is the name of werkzeug's default converter.
+        name = match.group(1) or "default"
+        return "<default>" if name == "string" else f"<{name}>"
+
+    return _PLACEHOLDER.sub(converter, path)
+
+
 class Router:
-    """A WSGI application dispatching requests to routes by exact path."""
+    """A WSGI application dispatching requests to routes by path."""
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self._routes: dict[str, Route] = {}
+        # Exact paths: no redirect for a missing or extra slash, no
+        # merging of slashes.
+        self._map = Map(strict_slashes=True, merge_slashes=False)
+        self._adapter = self._map.bind("localhost")
         for route in routes:
             self.add(route)
 
@@ -128,26 +245,49 @@ class Router:
         """Add *route*.
 
         :raises DuplicateRouteError: another route has the same path.
+        :raises ValueError: the path is not a valid werkzeug rule (it must
+            start with ``/``).
         """
-        existing = self._routes.get(route.path)
+        shape = _shape(route.path)
+        existing = self._routes.get(shape)
         if existing is not None:
             raise DuplicateRouteError(existing, route)
-        self._routes[route.path] = route
+        # The endpoint werkzeug knows is the shape: a route need not be
+        # hashable.
+        self._map.add(Rule(route.path, endpoint=shape, methods=sorted(route.methods)))
+        self._routes[shape] = route
 
     def dispatch(self, request: Request) -> Response:
         """Return the answer to *request*."""
-        route = self._routes.get(request.path)
-        if route is None:
+        path = request.path
+        if path.startswith("//"):
+            # werkzeug would strip the extra slashes: not an exact match.
             return Response.json({"error": "not found"}, HTTPStatus.NOT_FOUND)
-        if request.method not in route.methods:
-            allow = ", ".join(sorted(route.methods))
+        try:
+            shape, args = self._adapter.match(path, request.method)
+        except (NotFound, RequestRedirect):
+            return Response.json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+        except MethodNotAllowed as exc:
+            allow = ", ".join(sorted(exc.valid_methods or ()))
             return Response.json(
                 {"error": "method not allowed"},
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 [("Allow", allow)],
             )
+        route = self._routes[shape]
+        request = dataclasses.replace(request, path_args=args)
         try:
-            return route.endpoint(request)
+            response: Response = route.endpoint(request)
+            return response
+        except HTTPError as exc:
+            logger.warning(
+                "Refused %s %s from %s: %s",
+                request.method,
+                request.path,
+                request.client,
+                exc,
+            )
+            return Response.json({"error": exc.reason}, exc.status)
         except Exception:
             logger.exception(
                 "Internal error answering %s %s from %s",
