@@ -2,10 +2,24 @@
 # this repository contains the full copyright notices and license terms.
 """The Tryton side of oe.web.socketio.
 
-Activated in the appliance's database by ``bin/start``; later it gives ERP
-code a transactional ``publish(channel, message)``.
+ERP code publishes to Socket.IO clients inside its transaction; the
+message is delivered if, and only if, the transaction commits::
+
+    from trytond.modules.web_socketio import publish
+
+    publish("sale.order", {"id": order.id, "state": order.state})
+
+(also ``broadcast(message)``, ``send(sid, message, namespace)``, and the
+same as class methods of the model ``web_socketio.outbox``).
 """
+
+from trytond.pool import Pool
+
+from .outbox import Outbox, broadcast, publish, send
+
+__all__ = ["broadcast", "publish", "register", "send"]
 
 
 def register():
-    """Register the models of this module in Tryton's pool (none yet)."""
+    """Register the models of this module in Tryton's pool."""
+    Pool.register(Outbox, module="web_socketio", type_="model")

@@ -16,7 +16,7 @@ setup(
     package_dir={PACKAGE: "."},
     packages=[PACKAGE, PACKAGE + ".tests"],
     package_data={PACKAGE: ["tryton.cfg", "*.xml"]},
-    install_requires=["trytond >= 8.0, < 8.1"],
+    install_requires=["trytond >= 8.0, < 8.1", "oe.web.socketio"],
     entry_points={"trytond.modules": [MODULE + " = " + PACKAGE]},
     zip_safe=False,
 )

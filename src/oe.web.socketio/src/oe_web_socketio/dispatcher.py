@@ -35,7 +35,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import socketio
@@ -60,6 +60,9 @@ from oe_web_socketio.protocol import (
     error_payload,
 )
 
+if TYPE_CHECKING:
+    from oe_web_socketio.bridge import Bridge
+
 logger = logging.getLogger(__name__)
 
 #: One line per event received, in :attr:`DispatchSettings.message_log_format`.
@@ -80,6 +83,7 @@ class DispatchSettings:
     :param message_log_format: ``%``-format of the line logged per event
         received (fields :data:`oe_web_socketio.config.MESSAGE_LOG_FIELDS`),
         or ``None``.
+    :param bridge: the database bridge, given to every socket, or ``None``.
     """
 
     def __init__(
@@ -89,7 +93,9 @@ class DispatchSettings:
         trusted_proxies: tuple[str, ...] = (),
         max_event_size: int = 65_536,
         message_log_format: str | None = None,
+        bridge: Bridge | None = None,
     ) -> None:
+        self.bridge = bridge
         self.authenticator = authenticator
         self.trusted_proxies = trusted_proxies
         self.max_event_size = max_event_size
@@ -145,6 +151,7 @@ class Dispatcher(socketio.Namespace):
                 sid,
                 request,
                 authenticator=self.settings.authenticator,
+                bridge=self.settings.bridge,
             )
         except Exception:
             logger.exception(
@@ -165,6 +172,7 @@ class Dispatcher(socketio.Namespace):
             raise sio_exceptions.ConnectionRefusedError(reason, {"code": code})
         self.sockets[sid] = socket
         try:
+            socket.attach()
             socket.on_connect()
             socket.events.on_connect.send(request, socket, socket.context)
         except (sio_exceptions.ConnectionRefusedError, ConnectionRefusedError) as exc:
@@ -206,6 +214,7 @@ class Dispatcher(socketio.Namespace):
         """Forget a socket that will not connect; kill its greenlets."""
         socket.connected = False
         self.sockets.pop(socket.sid, None)
+        socket.detach()
         socket.kill_local_jobs()
 
     def _disconnect(self, sid: str, reason: str = "") -> None:
@@ -217,6 +226,7 @@ class Dispatcher(socketio.Namespace):
         if socket is None:
             return
         socket.connected = False
+        socket.detach()
         try:
             socket.kill_local_jobs()
             hooks = socket.events

@@ -38,7 +38,7 @@ class Health:
         version: str,
         databases: Sequence[str],
         count_clients: Callable[[], int],
-        counters: Mapping[str, Callable[[], int]] | None = None,
+        counters: Mapping[str, Callable[[], object]] | None = None,
     ) -> None:
         self.version = version
         self.databases = tuple(databases)
@@ -63,7 +63,7 @@ def health_route(
     version: str,
     databases: Sequence[str],
     count_clients: Callable[[], int],
-    counters: Mapping[str, Callable[[], int]] | None = None,
+    counters: Mapping[str, Callable[[], object]] | None = None,
 ) -> Route:
     """The ``/health`` route, for ``GET`` and ``HEAD``."""
     endpoint = Health(

@@ -27,11 +27,20 @@ runs; a wrong session refuses the connection. What a client may do then:
 * ``subscribe`` / ``unsubscribe`` a channel:
   :meth:`~Namespace.on_subscribe`, :meth:`~Namespace.on_unsubscribe`;
 * ``message`` ``(message[, channel])``: :meth:`~Namespace.on_message`
-  runs the ``on_message`` hooks of :mod:`oe_web_socketio.events`.
+  runs the ``on_message`` hooks of :mod:`oe_web_socketio.events`;
+* ``resume`` ``(position[, channels])``: :meth:`~Namespace.on_resume`,
+  subscribe and receive what was published in the database since
+  *position* (see :mod:`oe_web_socketio.bridge`).
 
 What the server sends with :meth:`~Namespace.send` and the other message
 helpers is the event ``message`` with the arguments ``(message)``, or
-``(message, channel)`` when it was sent on a channel.
+``(message, channel)`` when it was sent on a channel. Messages published
+in the database (:mod:`oe_web_socketio.outbox`) arrive as ``message`` with
+``(message, channel, position)`` (``channel`` ``null`` for a broadcast).
+
+A namespace with an :attr:`~Namespace.adapter_class` also receives the
+database messages of the adapter's channel in a queue of its own, read
+with :meth:`~Namespace.listen` (see :mod:`oe_web_socketio.adapter`).
 
 Invariants:
 
@@ -41,7 +50,10 @@ Invariants:
   still running, is killed when the socket disconnects (after at most
   :attr:`~Namespace.kill_timeout` seconds, survivors are logged);
 * ``user:<id>`` is only ever the channel of the socket's own user
-  (:meth:`~Namespace.can_subscribe`).
+  (:meth:`~Namespace.can_subscribe`);
+* with a database bridge, a socket is in the rooms of its database and of
+  its channels there (:func:`~oe_web_socketio.bridge.database_room`,
+  :func:`~oe_web_socketio.bridge.channel_room`), except while it resumes.
 """
 
 from __future__ import annotations
@@ -53,21 +65,28 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gevent
+import gevent.event
+import gevent.lock
 
 from oe_web_socketio import auth
 from oe_web_socketio import events as events_module
+from oe_web_socketio.adapter import Adapter, AdapterQueue
+from oe_web_socketio.bridge import channel_room, database_room
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
     BAD_REQUEST,
     ERROR_EVENT,
     FORBIDDEN,
     MESSAGE_EVENT,
+    UNAVAILABLE,
     EventError,
     error_payload,
 )
 
 if TYPE_CHECKING:
     import socketio
+
+    from oe_web_socketio.bridge import Bridge
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +186,13 @@ class Namespace:
     #: disconnection.
     kill_timeout: ClassVar[float] = 1.0
 
+    #: The adapter whose channel's database messages this socket receives
+    #: (see :meth:`listen`), or ``None``.
+    adapter_class: ClassVar[type[Adapter] | None] = None
+
+    #: Seconds :meth:`secure_emit` waits for the acknowledgement.
+    ack_timeout: ClassVar[float] = 30.0
+
     def __init__(
         self,
         server: socketio.Server,
@@ -174,6 +200,7 @@ class Namespace:
         sid: str,
         request: Request,
         authenticator: auth.Authenticator | None = None,
+        bridge: Bridge | None = None,
     ) -> None:
         self.server = server
         self.path = path
@@ -188,6 +215,16 @@ class Namespace:
         self._greenlets: set[gevent.Greenlet] = set()
         self.allowed_events: set[str] | None = None
         self.reset_acl()
+        self.bridge = bridge
+        #: The adapter of this socket, and its queue of messages.
+        self.adapter: Adapter | None = None
+        self.adapter_queue = AdapterQueue()
+        if self.adapter_class is not None:
+            self.adapter = self.adapter_class(self)
+        #: The bridge rooms this socket is in (see :meth:`_sync_rooms`).
+        self._rooms: frozenset[str] = frozenset()
+        self._holding = False
+        self._resume_lock = gevent.lock.BoundedSemaphore()
 
     def __repr__(self) -> str:
         who = self.login if self.identity is not None else "anonymous"
@@ -228,11 +265,25 @@ class Namespace:
         """The database of the authenticated user, or ``None``."""
         return self.identity.db if self.identity is not None else None
 
+    @property
+    def database(self) -> str | None:
+        """The database whose messages this socket receives: the user's,
+        or for an anonymous socket the server's first database (``None``
+        without a database bridge)."""
+        if self.identity is not None:
+            return self.identity.db
+        return self.bridge.default_database if self.bridge is not None else None
+
     def authenticate(self, identity: auth.Identity) -> None:
         """Make *identity* the user of this socket and apply
         :meth:`get_authenticated_acl`."""
+        moved = self.bridge is not None and self.database != identity.db
+        if moved:
+            self.detach()
         self.identity = identity
         self.allowed_events = _acl(self.get_authenticated_acl())
+        if moved:
+            self.attach()
 
     def check_credentials(self, credentials: auth.Credentials) -> auth.Identity:
         """Validate *credentials* with this namespace's authenticator.
@@ -320,10 +371,12 @@ class Namespace:
     def can_subscribe(self, channel: str) -> bool:
         """Whether the client may subscribe this socket to *channel*.
 
-        By default: a name of 1 to :attr:`max_channel_length` characters,
-        and ``user:<id>`` only for the socket's own user.
+        By default: a name of 1 to :attr:`max_channel_length` printable
+        characters, and ``user:<id>`` only for the socket's own user.
         """
         if not 0 < len(channel) <= self.max_channel_length:
+            return False
+        if not channel.isprintable():
             return False
         if channel.startswith(USER_CHANNEL_PREFIX):
             return self.uid is not None and channel == USER_CHANNEL_PREFIX + str(
@@ -348,6 +401,7 @@ class Namespace:
                 FORBIDDEN, f"channel {shorten(channel)} is reserved"
             ) from None
         self._channels = self._channels | {channel}
+        self._sync_rooms()
         self.events.on_subscribe.send(
             self.request, self, self.context, channel, channels=(channel,)
         )
@@ -363,6 +417,7 @@ class Namespace:
             return False
         self.server.leave_room(self.sid, channel, namespace=self.path)
         self._channels = self._channels - {channel}
+        self._sync_rooms()
         self.events.on_unsubscribe.send(
             self.request, self, self.context, channel, channels=(channel,)
         )
@@ -469,6 +524,158 @@ class Namespace:
     def disconnect(self) -> None:
         """Disconnect this socket from the namespace."""
         self.server.disconnect(self.sid, namespace=self.path)
+
+    # --- the database bridge
+
+    def attach(self) -> None:
+        """Join the rooms of this socket's database and start receiving
+        its adapter's messages (called once the socket is connected)."""
+        self._sync_rooms()
+        if self.bridge is not None:
+            self.bridge.attach(self)
+
+    def detach(self) -> None:
+        """Leave the database's rooms and stop the adapter's messages."""
+        if self.bridge is not None:
+            self.bridge.detach(self)
+        self._leave_rooms()
+
+    def _sync_rooms(self) -> None:
+        """Be in the bridge rooms of the database and channels, no others.
+
+        Never yields (see :meth:`on_resume`)."""
+        database = self.database
+        wanted: frozenset[str] = frozenset()
+        if database is not None and self.connected and not self._holding:
+            wanted = frozenset(
+                {database_room(database)}
+                | {channel_room(database, channel) for channel in self._channels}
+            )
+        for room in self._rooms - wanted:
+            self.server.leave_room(self.sid, room, namespace=self.path)
+        for room in wanted - self._rooms:
+            self.server.enter_room(self.sid, room, namespace=self.path)
+        self._rooms = wanted
+
+    def _leave_rooms(self) -> None:
+        for room in self._rooms:
+            self.server.leave_room(self.sid, room, namespace=self.path)
+        self._rooms = frozenset()
+
+    def _require_bridge(self) -> Bridge:
+        if self.bridge is None:
+            raise EventError(UNAVAILABLE, "this server has no database bridge")
+        return self.bridge
+
+    def on_resume(self, position: Any = None, channels: Any = None) -> dict[str, Any]:
+        """The ``resume`` event: subscribe to *channels* and receive every
+        database message of this socket's channels (and broadcasts) after
+        *position*, in order, before any newer one.
+
+        :param position: the last ``position`` the client received (the
+            third argument of ``message``), or ``None`` for "from now on".
+        :param channels: channels to subscribe to first, as ``subscribe``
+            would (a list of names).
+        :returns: ``{"position": p, "replayed": n}``: *n* messages were
+            sent; or ``{"resync": true, "reason": …, "position": p}``: the
+            messages since *position* are no longer all known (or it is
+            not a position of this database), reload and go on from *p*.
+            The socket is subscribed in every case.
+        """
+        bridge = self._require_bridge()
+        if channels is None:
+            channels = []
+        if not isinstance(channels, list):
+            raise EventError(BAD_REQUEST, "channels must be a list of channels")
+        with self._resume_lock:
+            # Off the live path first: what is published from now on is
+            # read from the database, up to the moment the socket is back.
+            self._holding = True
+            self._sync_rooms()
+            try:
+                for channel in channels:
+                    self.on_subscribe(channel)
+                return bridge.resume(self, position, self._release)
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        """Back on the live path after :meth:`on_resume` (never yields)."""
+        if self._holding:
+            self._holding = False
+            self._sync_rooms()
+
+    def publish(
+        self,
+        message: Any,
+        channel: str | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> None:
+        """Publish *message* through the database of this socket, to every
+        server: on *channel* (every socket of *namespace* without one). It
+        is delivered like a message published by the ERP, with a position.
+
+        :raises EventError: the server has no database bridge.
+        :raises DatabaseUnavailable: the database cannot be written to.
+        """
+        bridge = self._require_bridge()
+        database = self.database
+        assert database is not None
+        bridge.publish(database, message, channel, namespace=namespace)
+
+    # --- adapters
+
+    def _require_adapter(self) -> Adapter:
+        if self.adapter is None:
+            raise TypeError(f"{type(self).__name__} has no adapter_class")
+        return self.adapter
+
+    def listen(self, *args: Any, timeout: float | None = None) -> Any:
+        """Wait for database messages of the adapter's channel that
+        :meth:`Adapter.get(messages, *args) <oe_web_socketio.adapter.Adapter.get>`
+        chooses for this socket; return them through
+        :meth:`~oe_web_socketio.adapter.Adapter.format`.
+
+        The messages returned last are returned again until
+        :meth:`validate` (or an acknowledged :meth:`secure_emit`) marks
+        them delivered.
+
+        :param timeout: seconds to wait; ``None``: until there are some.
+        :returns: the formatted messages; on timeout, those of no message.
+        :raises TypeError: the namespace has no :attr:`adapter_class`.
+        """
+        adapter = self._require_adapter()
+        messages = self.adapter_queue.take(adapter, args, timeout)
+        return adapter.format(messages)
+
+    def validate(self, delivered: bool = True) -> None:
+        """Mark the messages :meth:`listen` returned last as delivered, or
+        with ``False`` as to be offered again."""
+        self.adapter_queue.validate(delivered)
+
+    def secure_emit(self, event: str, data: Any, timeout: float | None = None) -> bool:
+        """Emit *event* with *data* and wait for the client's
+        acknowledgement; it validates the messages :meth:`listen` returned
+        last. Without it within *timeout* seconds (default
+        :attr:`ack_timeout`), they are offered again by the next
+        :meth:`listen`.
+
+        :returns: whether the client acknowledged.
+        """
+        acknowledged = gevent.event.Event()
+        self.emit(event, data, callback=lambda *_args: acknowledged.set())
+        ok = acknowledged.wait(self.ack_timeout if timeout is None else timeout)
+        self.validate(ok)
+        return ok
+
+    def notify(self, message: Any, channel: str | None = None) -> None:
+        """Publish *message* on the adapter's channel (or *channel*)
+        through the database: every socket listening there, on every
+        server, receives it (see :meth:`publish`)."""
+        if channel is None:
+            channel = self._require_adapter().channel
+        self.publish(message, channel)
 
     # --- greenlets
 

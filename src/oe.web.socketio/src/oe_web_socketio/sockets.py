@@ -28,6 +28,7 @@ import logging
 import re
 from collections.abc import Mapping
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any
 
 import engineio
@@ -180,6 +181,11 @@ class SocketIO:
     def namespaces(self) -> Mapping[str, type[Namespace]]:
         """The class registered at each path."""
         return {path: r.namespace_class for path, r in self._registrations.items()}
+
+    @property
+    def dispatchers(self) -> Mapping[str, Dispatcher]:
+        """The dispatcher serving each path (a read-only view)."""
+        return MappingProxyType(self._dispatchers)
 
     def dispatcher(self, path: str) -> Dispatcher:
         """The dispatcher serving *path*.

@@ -1,0 +1,568 @@
+"""The database bridge: messages published in PostgreSQL, to sockets.
+
+One :class:`Bridge` serves every database of the server; for each it runs
+a :class:`~oe_web_socketio.listener.Listener` on the channel
+:data:`~oe_web_socketio.outbox.NOTIFY_CHANNEL` (and on the channels of
+other consumers, such as Tryton's ``bus``). When a notification comes,
+the bridge gives positions to the rows of the transaction that sent it
+(:mod:`oe_web_socketio.outbox`), reads every row after the last one it
+delivered, and delivers them in position order:
+
+* a row with a channel: the event ``message`` with the arguments
+  ``(message, channel, position)`` to the sockets of the database
+  subscribed to the channel, one emit per namespace (python-socketio
+  encodes the packet once), and to the adapter queues of that channel
+  (see :mod:`oe_web_socketio.adapter`);
+* a row without one: ``(message, None, position)`` to every socket of the
+  database (of its namespace, if it names one);
+* a row with a socket id: ``(message, None, position)`` to that socket.
+
+``position`` is a string, ``"<epoch>:<n>"``. A client keeps the last one
+it received; when it connects again, to this server or another, after a
+restart or not, it emits ``resume`` with it (see
+:meth:`oe_web_socketio.namespace.Namespace.on_resume`) and
+:meth:`Bridge.resume` sends it every message of its channels it missed,
+in order, once, then puts it back on the live path, with no gap and no
+duplicate between the two. Messages are kept :attr:`Bridge.history_max_age`
+seconds and at most :attr:`Bridge.history_max_count` of them; a client
+whose position is older than that, from the future, or from another
+database (another epoch) is told to resynchronise instead.
+
+Invariants:
+
+* a socket's rooms on the live path are :func:`database_room` and a
+  :func:`channel_room` per channel, which no client can name (their names
+  start with a NUL character, refused by
+  :meth:`~oe_web_socketio.namespace.Namespace.can_subscribe`); messages of
+  one database never reach the sockets of another;
+* delivery of one batch, and the advance of :attr:`Outbox.delivered`,
+  happen without yielding to another greenlet; :meth:`Bridge.resume`
+  puts a socket back in its rooms without yielding after it checked
+  that nothing was delivered since its last read: so a resuming socket
+  misses nothing and gets nothing twice;
+* a bad notification (not a transaction id), a notification whose rows
+  are gone, or a row that cannot be delivered, is one log line and is
+  skipped; the listener goes on.
+
+Caveats:
+
+* a message to a socket id is live only: the id of a socket that
+  reconnects is new, so it is never replayed;
+* rows committed while no server listened get positions when a server
+  connects again, in transaction id order (PostgreSQL keeps no commit
+  order for them);
+* with several servers on one database, a client that resumes on a
+  server a few milliseconds behind the one it left waits up to
+  :attr:`Bridge.resume_wait` seconds for it to catch up.
+
+Import this module after :func:`oe_web_socketio.patch.patch`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.event
+import gevent.lock
+import psycopg
+
+from oe_web_socketio import outbox
+from oe_web_socketio.adapter import Message
+from oe_web_socketio.exceptions import DatabaseUnavailable
+from oe_web_socketio.listener import Listener
+from oe_web_socketio.protocol import MESSAGE_EVENT
+
+if TYPE_CHECKING:
+    import socketio
+
+    from oe_web_socketio.namespace import Namespace
+    from oe_web_socketio.pool import CursorPools
+
+logger = logging.getLogger(__name__)
+
+#: A consumer of another notification channel: called with the database
+#: name and the payload of each notification, in order, in the listener's
+#: greenlet (it must not block).
+Consumer = Callable[[str, str], None]
+
+
+def database_room(database: str) -> str:
+    """The room of every socket of *database*."""
+    return f"\0{database}"
+
+
+def channel_room(database: str, channel: str) -> str:
+    """The room of the sockets of *database* subscribed to *channel*."""
+    return f"\0{database}\0{channel}"
+
+
+class Outbox:
+    """What the bridge knows of the outbox of one database.
+
+    :ivar epoch: the epoch of the outbox, once the listener connected.
+    :ivar delivered: the position of the last message delivered.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.epoch: str | None = None
+        self.delivered = 0
+        self.listener: Listener | None = None
+        self.last_prune = 0.0
+        self._progress = gevent.event.Event()
+
+    def advance(self, position: int) -> None:
+        """Record that every message up to *position* was delivered."""
+        self.delivered = position
+        progress, self._progress = self._progress, gevent.event.Event()
+        progress.set()
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until *position* is delivered; return whether it is."""
+        deadline = time.monotonic() + timeout
+        while self.delivered < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.wait(remaining)
+        return True
+
+    def token(self, position: int) -> str:
+        """The position as clients see it."""
+        assert self.epoch is not None
+        return outbox.format_position(self.epoch, position)
+
+
+class Bridge:
+    """Deliver the messages of the outboxes of *databases* to sockets.
+
+    :param server: the python-socketio server.
+    :param dispatchers: the dispatcher of each namespace path (see
+        :class:`oe_web_socketio.sockets.SocketIO`), read at each delivery.
+    :param pools: read-only cursors, to replay missed messages.
+    :param conninfo: the connection string of a database, by name.
+    :param databases: the databases served; the first one is the database
+        of anonymous sockets.
+    :param consumers: more notification channels to listen on, and who
+        consumes them (Tryton's ``bus``).
+    """
+
+    #: Seconds a message is kept for clients that resume.
+    history_max_age = 24 * 60 * 60.0
+    #: Most messages kept for clients that resume.
+    history_max_count = 100_000
+    #: Seconds between two prunings of the outbox.
+    prune_interval = 60.0
+    #: Rows read at once from the outbox.
+    page_size = 500
+    #: Seconds a resuming client whose position this server has not
+    #: delivered yet waits for it.
+    resume_wait = 2.0
+    #: Most reads of a resuming client before it is put back on the live
+    #: path (each one reads what arrived during the previous one).
+    resume_rounds = 20
+
+    def __init__(
+        self,
+        server: socketio.Server,
+        dispatchers: Callable[[], Mapping[str, Any]],
+        pools: CursorPools,
+        conninfo: Callable[[str], str],
+        databases: Iterable[str],
+        consumers: Mapping[str, Consumer] | None = None,
+    ) -> None:
+        self.server = server
+        self.dispatchers = dispatchers
+        self.pools = pools
+        self.conninfo = conninfo
+        self.databases = tuple(databases)
+        self.consumers = dict(consumers or {})
+        self.outboxes = {database: Outbox(database) for database in self.databases}
+        #: The sockets with an adapter, by database and channel.
+        self._adapters: dict[tuple[str, str], set[Namespace]] = defaultdict(set)
+        self._publishers: dict[str, psycopg.Connection] = {}
+        self._publish_lock = gevent.lock.BoundedSemaphore()
+
+    @property
+    def default_database(self) -> str | None:
+        """The database of sockets that did not authenticate."""
+        return self.databases[0] if self.databases else None
+
+    # --- lifecycle
+
+    def start(self) -> None:
+        """Start a listener per database (they connect in the background)."""
+        for database, state in self.outboxes.items():
+            handlers: dict[str, Any] = {
+                outbox.NOTIFY_CHANNEL: lambda conn, payloads, s=state: self._notified(
+                    s, conn, payloads
+                )
+            }
+            for channel, consumer in self.consumers.items():
+                handlers[channel] = lambda conn, payloads, d=database, c=consumer: (
+                    _consume(c, d, payloads)
+                )
+            state.listener = Listener(
+                database,
+                self.conninfo(database),
+                handlers,
+                on_connect=lambda conn, s=state: self._connected(s, conn),
+                on_idle=lambda conn, s=state: self._maybe_prune(s, conn),
+            )
+            state.listener.start()
+
+    def stop(self) -> None:
+        """Stop the listeners and close the publishing connections."""
+        for state in self.outboxes.values():
+            if state.listener is not None:
+                state.listener.stop()
+        for conn in self._publishers.values():
+            conn.close()
+        self._publishers.clear()
+
+    def health(self) -> dict[str, Any]:
+        """The state of each database's listener and outbox, for /health."""
+        return {
+            database: {
+                **(state.listener.health() if state.listener else {}),
+                "delivered": state.delivered,
+            }
+            for database, state in self.outboxes.items()
+        }
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Wait until every listener listens; return whether they do."""
+        deadline = time.monotonic() + timeout
+        for state in self.outboxes.values():
+            if state.listener is None or not state.listener.wait_listening(
+                max(0.0, deadline - time.monotonic())
+            ):
+                return False
+        return True
+
+    # --- the listener's side
+
+    def _connected(self, state: Outbox, conn: psycopg.Connection) -> None:
+        """Catch up after a (re)connection: positions for what was
+        committed meanwhile, then deliver what this server has not."""
+        with conn.transaction():
+            outbox.ensure_schema(conn.cursor())
+        epoch, _pruned = conn.execute(outbox.STATE).fetchone() or (None, 0)
+        if epoch != state.epoch:
+            # First connection, or the outbox was created anew: what is
+            # already there is history, for resuming clients only.
+            (last,) = conn.execute(outbox.LAST_DELIVERABLE).fetchone() or (0,)
+            if state.epoch is not None:
+                logger.warning(
+                    "The outbox of %r was created anew: clients resync",
+                    state.database,
+                )
+            state.epoch = epoch
+            state.advance(last or 0)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
+            missed = conn.execute(outbox.ASSIGN_MISSED_POSITIONS).rowcount
+        if missed > 0:
+            logger.info(
+                "%d message(s) of %r committed while no server listened",
+                missed,
+                state.database,
+            )
+        self._deliver_new(state, conn)
+
+    def _notified(
+        self, state: Outbox, conn: psycopg.Connection, payloads: list[str]
+    ) -> None:
+        xids = outbox.xids(payloads)
+        for payload in payloads:
+            if not outbox.is_xid(payload):
+                logger.warning(
+                    "Ignored a notification on %r of %r that is not ours: %.80r",
+                    outbox.NOTIFY_CHANNEL,
+                    state.database,
+                    payload,
+                )
+        if xids:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
+                positioned = {
+                    row[0]
+                    for row in conn.execute(outbox.ASSIGN_POSITIONS, (xids,)).fetchall()
+                }
+            pending = [xid for xid in xids if xid not in positioned]
+            if pending:
+                found = {
+                    row[0]
+                    for row in conn.execute(
+                        outbox.XIDS_WITH_ROWS, (pending,)
+                    ).fetchall()
+                }
+                for xid in pending:
+                    if xid not in found:
+                        logger.warning(
+                            "No message of transaction %s in the outbox of %r "
+                            "(deleted before delivery?)",
+                            xid,
+                            state.database,
+                        )
+        self._deliver_new(state, conn)
+        self._maybe_prune(state, conn)
+
+    def _deliver_new(self, state: Outbox, conn: psycopg.Connection) -> None:
+        """Deliver every positioned row after :attr:`Outbox.delivered`."""
+        while True:
+            rows = conn.execute(
+                outbox.MESSAGES_BETWEEN,
+                (state.delivered, 2**63 - 1, self.page_size),
+            ).fetchall()
+            if not rows:
+                return
+            # From here to advance(), nothing yields.
+            for row in rows:
+                self._deliver(state, row)
+            state.advance(rows[-1][0])
+
+    def _deliver(self, state: Outbox, row: tuple[Any, ...]) -> None:
+        position, channel, namespace, sid, text = row
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            logger.warning(
+                "Skipped message %d of %r: not JSON", position, state.database
+            )
+            return
+        token = state.token(position)
+        dispatchers = self.dispatchers()
+        paths = [namespace] if namespace is not None else list(dispatchers)
+        for path in paths:
+            dispatcher = dispatchers.get(path)
+            if dispatcher is None:
+                continue
+            if sid is not None:
+                socket = dispatcher.sockets.get(sid)
+                if socket is not None and socket.database == state.database:
+                    self.server.emit(
+                        MESSAGE_EVENT, (payload, None, token), to=sid, namespace=path
+                    )
+            elif channel is not None:
+                self.server.emit(
+                    MESSAGE_EVENT,
+                    (payload, channel, token),
+                    to=channel_room(state.database, channel),
+                    namespace=path,
+                )
+            else:
+                self.server.emit(
+                    MESSAGE_EVENT,
+                    (payload, None, token),
+                    to=database_room(state.database),
+                    namespace=path,
+                )
+        if channel is not None and sid is None:
+            listeners = self._adapters.get((state.database, channel))
+            if listeners:
+                message = Message(state.database, position, token, channel, payload)
+                for socket in list(listeners):
+                    if namespace is None or namespace == socket.path:
+                        socket.adapter_queue.offer(message)
+
+    def _maybe_prune(self, state: Outbox, conn: psycopg.Connection) -> None:
+        now = time.monotonic()
+        if now - state.last_prune < self.prune_interval:
+            return
+        state.last_prune = now
+        self.prune(state.database, conn)
+
+    def prune(self, database: str, conn: psycopg.Connection) -> int:
+        """Delete the messages of *database* older than
+        :attr:`history_max_age` or beyond :attr:`history_max_count`;
+        return the highest position deleted (0: none)."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
+            (through,) = conn.execute(
+                outbox.PRUNE_THRESHOLD,
+                (self.history_max_age, self.history_max_count),
+            ).fetchone() or (None,)
+            if not through or through <= 0:
+                return 0
+            conn.execute(outbox.PRUNE, {"through": through})
+        logger.info("Pruned the outbox of %r through %d", database, through)
+        return int(through)
+
+    # --- the sockets' side
+
+    def attach(self, socket: Namespace) -> None:
+        """Deliver the messages of its adapter's channel to *socket*."""
+        if socket.adapter is not None and socket.database is not None:
+            self._adapters[socket.database, socket.adapter.channel].add(socket)
+
+    def detach(self, socket: Namespace) -> None:
+        """Stop delivering adapter messages to *socket*."""
+        for key, sockets in list(self._adapters.items()):
+            sockets.discard(socket)
+            if not sockets:
+                del self._adapters[key]
+
+    def resume(
+        self, socket: Namespace, token: Any, rejoin: Callable[[], None]
+    ) -> dict[str, Any]:
+        """Send *socket* what it missed since *token*, then call *rejoin*,
+        which puts it back on the live path.
+
+        *socket* must be out of its rooms (see
+        :meth:`~oe_web_socketio.namespace.Namespace.on_resume`); *rejoin*
+        is called in every case, without a yield after the last read.
+
+        :param token: the last position the client saw, or ``None`` for
+            "from now on".
+        :returns: ``{"position": …, "replayed": n}``, or, when the client
+            must reload what it shows, ``{"resync": True, "reason": …,
+            "position": …}``, where ``position`` is where it stands now.
+        :raises DatabaseUnavailable: the bridge of the socket's database is
+            not connected yet, or the database cannot be read.
+        """
+        database = socket.database
+        state = self.outboxes.get(database) if database is not None else None
+        if state is None or state.epoch is None:
+            rejoin()
+            raise DatabaseUnavailable(
+                database or "-", "the database bridge is not connected"
+            )
+        if token is None:
+            rejoin()
+            return {"position": state.token(state.delivered), "replayed": 0}
+        parsed = outbox.parse_position(token)
+        if parsed is None:
+            return self._resync(socket, state, rejoin, "not a position", token)
+        epoch, after = parsed
+        if epoch != state.epoch:
+            return self._resync(
+                socket, state, rejoin, "a position of another database", token
+            )
+        if after > state.delivered and not state.wait_for(after, self.resume_wait):
+            return self._resync(
+                socket, state, rejoin, "a position from the future", token
+            )
+        replayed = 0
+        for _ in range(self.resume_rounds):
+            until = state.delivered
+            if until > after:
+                rows, pruned = self._read(socket, database, after, until)
+                if after < pruned:
+                    return self._resync(
+                        socket, state, rejoin, "past the retention window", token
+                    )
+                for position, channel, _ns, _sid, text in rows:
+                    socket.emit(
+                        MESSAGE_EVENT, json.loads(text), channel, state.token(position)
+                    )
+                replayed += len(rows)
+                after = until
+            if state.delivered == until:
+                rejoin()
+                return {"position": state.token(until), "replayed": replayed}
+        # Messages keep coming faster than this client reads them.
+        return self._resync(socket, state, rejoin, "too far behind", token)
+
+    def _read(
+        self, socket: Namespace, database: str, after: int, until: int
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """The messages for *socket* in ``(after, until]``, and the highest
+        position pruned, read after them."""
+        rows: list[tuple[Any, ...]] = []
+        params = {
+            "after": after,
+            "until": until,
+            "namespace": socket.path,
+            "channels": sorted(socket.channels),
+            "limit": self.page_size,
+        }
+        with self.pools.cursor(database) as cursor:
+            while True:
+                page = cursor.execute(outbox.MESSAGES_FOR, params).fetchall()
+                rows.extend(page)
+                if len(page) < self.page_size:
+                    break
+                params["after"] = page[-1][0]
+            (_epoch, pruned) = cursor.execute(outbox.STATE).fetchone() or ("", 0)
+        return rows, int(pruned)
+
+    def _resync(
+        self,
+        socket: Namespace,
+        state: Outbox,
+        rejoin: Callable[[], None],
+        reason: str,
+        token: Any,
+    ) -> dict[str, Any]:
+        rejoin()
+        logger.warning("%r must resynchronise: %s (%.80r)", socket, reason, token)
+        return {
+            "resync": True,
+            "reason": reason,
+            "position": state.token(state.delivered),
+        }
+
+    def publish(
+        self,
+        database: str,
+        message: Any,
+        channel: str | None = None,
+        *,
+        namespace: str | None = None,
+        sid: str | None = None,
+    ) -> None:
+        """Publish *message* through the outbox of *database*, in a
+        transaction of its own (see :func:`oe_web_socketio.outbox.publish`).
+
+        :raises DatabaseUnavailable: the database cannot be written to.
+        """
+        if database not in self.outboxes:
+            raise DatabaseUnavailable(database, "not a database of this server")
+        with self._publish_lock:
+            for attempt in (1, 2):
+                conn = self._publisher(database)
+                try:
+                    with conn.transaction():
+                        outbox.publish(
+                            conn.cursor(),
+                            message,
+                            channel,
+                            namespace=namespace,
+                            sid=sid,
+                        )
+                    return
+                except psycopg.OperationalError as exc:
+                    conn.close()
+                    self._publishers.pop(database, None)
+                    if attempt == 2:
+                        raise DatabaseUnavailable(database, str(exc)) from exc
+
+    def _publisher(self, database: str) -> psycopg.Connection:
+        conn = self._publishers.get(database)
+        if conn is None or conn.closed:
+            try:
+                conn = psycopg.connect(
+                    self.conninfo(database),
+                    autocommit=True,
+                    application_name="oe_web_socketio publisher",
+                    connect_timeout=10,
+                )
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(database, str(exc)) from exc
+            self._publishers[database] = conn
+        return conn
+
+
+def _consume(consumer: Consumer, database: str, payloads: list[str]) -> None:
+    for payload in payloads:
+        try:
+            consumer(database, payload)
+        except Exception:
+            logger.exception("Error consuming a notification of %r", database)

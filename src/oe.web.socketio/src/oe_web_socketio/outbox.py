@@ -1,0 +1,275 @@
+"""The outbox: messages published in a database transaction, in SQL.
+
+Whoever holds a connection to the database publishes with
+:func:`publish` (or :func:`broadcast`, :func:`send`): the message is a row
+of the table ``web_socketio_outbox``, and a ``NOTIFY`` on the channel
+:data:`NOTIFY_CHANNEL` wakes the servers up. Both belong to the caller's
+transaction, so a message exists, and is delivered, if and only if that
+transaction commits. The Tryton module ``web_socketio`` calls these with
+the cursor of the current Tryton transaction; any other process may call
+them with a DB-API cursor of its own (psycopg's ``%s`` parameters).
+
+Invariants:
+
+* a row is written with ``position`` ``NULL``; servers give it a position
+  once its transaction committed (see :func:`assign_positions`), in the
+  order PostgreSQL delivers the notifications, which is commit order; a
+  transaction that began first and committed last is therefore positioned
+  last, not skipped;
+* positions increase with commit order and are never reused; a position
+  names a message for as long as it is kept (see :func:`prune`);
+* the payload of ``NOTIFY`` is only the transaction id, never the message:
+  a message of any size (1 MB and more) travels through the table, and
+  the notifications of one transaction collapse into one (PostgreSQL drops
+  duplicates within a transaction);
+* servers serialise position assignment and pruning with a transaction
+  level advisory lock (:data:`LOCK_KEY`), so several servers may share a
+  database;
+* :data:`SCHEMA` is idempotent: running it again changes nothing.
+
+Messages must be JSON (``json.dumps`` without help): what is published is
+what every client receives, in every language.
+
+This module does no I/O of its own and imports neither gevent nor psycopg:
+the Tryton module imports it inside trytond.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+#: The ``LISTEN``/``NOTIFY`` channel that announces new messages.
+NOTIFY_CHANNEL = "oe_web_socketio"
+
+#: The table of messages.
+TABLE = "web_socketio_outbox"
+
+#: Key of the advisory lock taken to assign positions and to prune.
+LOCK_KEY = 0x6F65_7773_696F  # "oewsio"
+
+#: Longest channel or namespace name accepted (as a subscriber may use).
+MAX_NAME_LENGTH = 200
+
+#: Creates the tables, idempotent. The one row of the state table holds
+#: ``epoch``, which names this incarnation of the outbox (a client position
+#: from another database, or from before the table was created anew,
+#: carries another epoch), and ``pruned_through``, the highest position
+#: deleted by :data:`PRUNE`.
+SCHEMA = f"""\
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id bigserial PRIMARY KEY,
+    position bigint UNIQUE,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    channel text,
+    namespace text,
+    sid text,
+    payload json NOT NULL,
+    create_date timestamp NOT NULL
+        DEFAULT (CURRENT_TIMESTAMP AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_unpositioned
+    ON {TABLE} (xid) WHERE position IS NULL;
+CREATE SEQUENCE IF NOT EXISTS {TABLE}_position_seq;
+CREATE TABLE IF NOT EXISTS {TABLE}_state (
+    epoch uuid NOT NULL,
+    pruned_through bigint NOT NULL DEFAULT 0
+);
+INSERT INTO {TABLE}_state (epoch)
+    SELECT gen_random_uuid()
+    WHERE NOT EXISTS (SELECT 1 FROM {TABLE}_state);
+"""
+
+_INSERT = (
+    f"INSERT INTO {TABLE} (channel, namespace, sid, payload) VALUES (%s, %s, %s, %s)"
+)
+_NOTIFY = "SELECT pg_notify(%s, pg_current_xact_id()::text)"
+
+#: Positions the committed rows of the given transactions (a text array of
+#: xids, in commit order), rows of one transaction in insertion order; the
+#: ordered sub-select makes ``nextval`` follow that order.
+ASSIGN_POSITIONS = f"""\
+UPDATE {TABLE} AS o SET position = p.position
+FROM (
+    SELECT q.id, nextval('{TABLE}_position_seq') AS position
+    FROM (
+        SELECT m.id
+        FROM unnest(%s::text[]) WITH ORDINALITY AS x(xid, n)
+        JOIN {TABLE} AS m ON m.xid = x.xid::xid8 AND m.position IS NULL
+        ORDER BY x.n, m.id
+    ) AS q
+) AS p
+WHERE o.id = p.id
+RETURNING o.xid::text"""
+
+#: Positions every committed row still without one, oldest transaction
+#: first: the rows whose notification no server received (all were down).
+ASSIGN_MISSED_POSITIONS = f"""\
+UPDATE {TABLE} AS o SET position = p.position
+FROM (
+    SELECT q.id, nextval('{TABLE}_position_seq') AS position
+    FROM (
+        SELECT id FROM {TABLE} WHERE position IS NULL ORDER BY xid, id
+    ) AS q
+) AS p
+WHERE o.id = p.id"""
+
+#: The highest position given so far (0 before the first).
+LAST_POSITION = f"""\
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END
+FROM {TABLE}_position_seq"""
+
+#: The epoch of the outbox and the highest position pruned.
+STATE = f"SELECT epoch::text, pruned_through FROM {TABLE}_state"
+
+#: The highest position kept, or the highest pruned when none is kept.
+LAST_DELIVERABLE = f"""\
+SELECT coalesce(
+    (SELECT max(position) FROM {TABLE}),
+    (SELECT pruned_through FROM {TABLE}_state))"""
+
+#: The columns of a message: position, channel, namespace, sid, payload.
+COLUMNS = "position, channel, namespace, sid, payload::text"
+
+#: Messages after a position, up to another, in order.
+MESSAGES_BETWEEN = f"""\
+SELECT {COLUMNS} FROM {TABLE}
+WHERE position > %s AND position <= %s
+ORDER BY position LIMIT %s"""
+
+#: Messages after a position up to another for a socket: on one of its
+#: channels, or to its whole namespace, in its namespace or in every one.
+MESSAGES_FOR = f"""\
+SELECT {COLUMNS} FROM {TABLE}
+WHERE position > %(after)s AND position <= %(until)s
+    AND sid IS NULL
+    AND (namespace IS NULL OR namespace = %(namespace)s)
+    AND (channel IS NULL OR channel = ANY(%(channels)s))
+ORDER BY position LIMIT %(limit)s"""
+
+#: Deletes the messages at or below a position, and says so in the state.
+PRUNE = f"""\
+WITH done AS (DELETE FROM {TABLE} WHERE position <= %(through)s)
+UPDATE {TABLE}_state SET pruned_through = %(through)s
+WHERE pruned_through < %(through)s"""
+
+#: Which of the transaction ids given (a text array) have rows.
+XIDS_WITH_ROWS = f"""\
+SELECT DISTINCT xid::text FROM {TABLE} WHERE xid = ANY(%s::text[]::xid8[])"""
+
+#: The position below which messages are too old or too many (``NULL``
+#: when none is), given a maximum age in seconds and a count to keep.
+PRUNE_THRESHOLD = f"""\
+SELECT greatest(
+    (SELECT max(position) FROM {TABLE}
+        WHERE position IS NOT NULL
+        AND create_date < (CURRENT_TIMESTAMP AT TIME ZONE 'UTC')
+            - make_interval(secs => %s)),
+    (SELECT max(position) - %s FROM {TABLE}))"""
+
+
+class Cursor(Protocol):
+    """What this module needs of a DB-API cursor."""
+
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+
+
+def publish(
+    cursor: Cursor,
+    message: Any,
+    channel: str | None = None,
+    *,
+    namespace: str | None = None,
+    sid: str | None = None,
+) -> None:
+    """Publish *message* in the transaction of *cursor*.
+
+    It is delivered when, and only if, that transaction commits: on
+    *channel* to the sockets subscribed to it, or without a channel to
+    every socket (of *namespace*; of every namespace when ``None``), of
+    this database, on every server. A message to a channel nobody
+    subscribes to is kept all the same, for clients that resume later
+    (see :meth:`oe_web_socketio.namespace.Namespace.on_resume`), until it
+    is pruned.
+
+    :param sid: send to this socket only (an id of *namespace*, which is
+        then required); never kept for resuming clients.
+    :raises TypeError: *message* is not JSON-serialisable.
+    :raises ValueError: a name is empty or too long, or *sid* is given
+        without *namespace*.
+    """
+    for what, name in (("channel", channel), ("namespace", namespace), ("sid", sid)):
+        if name is not None and not (
+            isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH
+        ):
+            raise ValueError(
+                f"{what} must be a string of 1 to {MAX_NAME_LENGTH} characters, "
+                f"got {name!r:.80}"
+            )
+    if sid is not None and namespace is None:
+        raise ValueError("a message to a socket (sid) needs its namespace")
+    try:
+        payload = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"a message must be JSON: {exc}") from exc
+    cursor.execute(_INSERT, (channel, namespace, sid, payload))
+    cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
+
+
+def broadcast(cursor: Cursor, message: Any, namespace: str | None = None) -> None:
+    """Publish *message* to every socket (of *namespace*) in the
+    transaction of *cursor* (see :func:`publish`)."""
+    publish(cursor, message, namespace=namespace)
+
+
+def broadcast_channel(
+    cursor: Cursor, message: Any, channel: str, namespace: str | None = None
+) -> None:
+    """Publish *message* on *channel* in the transaction of *cursor* (see
+    :func:`publish`)."""
+    publish(cursor, message, channel, namespace=namespace)
+
+
+def send(cursor: Cursor, sid: str, message: Any, namespace: str = "/") -> None:
+    """Publish *message* to the socket *sid* of *namespace* in the
+    transaction of *cursor* (see :func:`publish`)."""
+    publish(cursor, message, namespace=namespace, sid=sid)
+
+
+def ensure_schema(cursor: Cursor) -> None:
+    """Create the outbox tables if they are missing (in the transaction of
+    *cursor*, serialised with other servers by the advisory lock)."""
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+    cursor.execute(SCHEMA)
+
+
+def xids(payloads: Iterable[str]) -> list[str]:
+    """The transaction ids of notification *payloads*, in order, once
+    each; payloads that are not one are left out (see :func:`is_xid`)."""
+    seen: dict[str, None] = {}
+    for payload in payloads:
+        if is_xid(payload):
+            seen.setdefault(payload, None)
+    return list(seen)
+
+
+def is_xid(payload: str) -> bool:
+    """Whether *payload* is a transaction id as :func:`publish` notifies."""
+    return payload.isascii() and payload.isdigit() and len(payload) <= 20
+
+
+def format_position(epoch: str, position: int) -> str:
+    """The position clients see: ``"<epoch>:<position>"``."""
+    return f"{epoch}:{position}"
+
+
+def parse_position(token: Any) -> tuple[str, int] | None:
+    """``(epoch, position)`` of a client position, or ``None`` if *token*
+    is not one."""
+    if not isinstance(token, str) or len(token) > 80:
+        return None
+    epoch, sep, number = token.rpartition(":")
+    if not sep or not epoch or not number.isascii() or not number.isdigit():
+        return None
+    return epoch, int(number)
