@@ -24,14 +24,26 @@ from .tryton import free_port
 class RealtimeServer:
     """``bin/oe_web_socketio -d DB -p PORT`` of an appliance checkout."""
 
-    def __init__(self, directory: Path, database: str, log: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        directory: Path,
+        database: str,
+        log: Path,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        """Start it; *args* are more arguments (a second ``-c`` replaces
+        the appliance's configuration file), *env* its environment, *port*
+        a given port (a restart on the same one)."""
+        self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self._log_file = log.open("w")
+        self._log_file = log.open("a")
         self.process = subprocess.Popen(
             [
                 str(directory / "bin" / "oe_web_socketio"),
+                *args,
                 "-d",
                 database,
                 "-p",
@@ -42,6 +54,7 @@ class RealtimeServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -13,13 +13,8 @@ message is delivered if, and only if, the transaction commits::
 same as class methods of the model ``web_socketio.outbox``).
 """
 
-from trytond.pool import Pool
+from .outbox import broadcast, publish, send
 
-from .outbox import Outbox, broadcast, publish, send
+__all__ = ["broadcast", "publish", "send"]
 
-__all__ = ["broadcast", "publish", "register", "send"]
-
-
-def register():
-    """Register the models of this module in Tryton's pool."""
-    Pool.register(Outbox, module="web_socketio", type_="model")
+# Models are registered by tryton.cfg ([register]), as trytond 8 wants.

@@ -114,7 +114,7 @@ class Outbox:
         self.epoch: str | None = None
         self.delivered = 0
         self.listener: Listener | None = None
-        self.last_prune = 0.0
+        self.last_prune = float("-inf")
         self._progress = gevent.event.Event()
 
     def advance(self, position: int) -> None:
@@ -275,6 +275,7 @@ class Bridge:
                 state.database,
             )
         self._deliver_new(state, conn)
+        self._maybe_prune(state, conn)
 
     def _notified(
         self, state: Outbox, conn: psycopg.Connection, payloads: list[str]

@@ -658,14 +658,19 @@ class Namespace:
         """Emit *event* with *data* and wait for the client's
         acknowledgement; it validates the messages :meth:`listen` returned
         last. Without it within *timeout* seconds (default
-        :attr:`ack_timeout`), they are offered again by the next
-        :meth:`listen`.
+        :attr:`ack_timeout`), or acknowledged with ``false`` as its first
+        argument (the client could not take them), they are offered again
+        by the next :meth:`listen`.
 
         :returns: whether the client acknowledged.
         """
-        acknowledged = gevent.event.Event()
-        self.emit(event, data, callback=lambda *_args: acknowledged.set())
-        ok = acknowledged.wait(self.ack_timeout if timeout is None else timeout)
+        answer: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self.emit(
+            event,
+            data,
+            callback=lambda *args: answer.set(not args or args[0] is not False),
+        )
+        ok = bool(answer.wait(self.ack_timeout if timeout is None else timeout))
         self.validate(ok)
         return ok
 

@@ -210,7 +210,9 @@ def publish(
     if sid is not None and namespace is None:
         raise ValueError("a message to a socket (sid) needs its namespace")
     try:
-        payload = json.dumps(message, separators=(",", ":"), allow_nan=False)
+        payload = json.dumps(
+            message, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise TypeError(f"a message must be JSON: {exc}") from exc
     cursor.execute(_INSERT, (channel, namespace, sid, payload))
