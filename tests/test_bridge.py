@@ -200,6 +200,27 @@ def test_messages_reach_only_subscribers_and_the_user_channel_only_its_user(
         ben.disconnect()
 
 
+def test_out_of_band_send_reaches_one_socket(realtime, users, tryton_db, channel):
+    # Two sockets of the same user: only the one named gets it.
+    ana, twin = client(realtime, users[0]), client(realtime, users[0])
+    try:
+        sid = ana.client.get_sid("/")
+        with tryton_db.connect() as conn, conn.transaction():
+            outbox.send(conn.cursor(), sid, {"for": "ana only"}, "/")
+            outbox.send(conn.cursor(), sid, "wrong namespace", "/chat")
+        publish(tryton_db, "marker", channel=None)
+        ana.wait_message(lambda *args: len(args) == 3 and args[0] == "marker")
+        twin.wait_message(lambda *args: len(args) == 3 and args[0] == "marker")
+        assert [a[:2] for a in ana.messages() if len(a) == 3] == [
+            ({"for": "ana only"}, None),
+            ("marker", None),
+        ]
+        assert [a[:2] for a in twin.messages() if len(a) == 3] == [("marker", None)]
+    finally:
+        ana.disconnect()
+        twin.disconnect()
+
+
 def test_a_slow_transaction_that_commits_last_is_delivered_last(
     realtime, users, tryton_db, channel
 ):
