@@ -1,0 +1,514 @@
+"""Tests of :mod:`oe_web_socketio.outbox`.
+
+Two kinds: its pure parts in process (argument checks and JSON rules of
+:func:`~oe_web_socketio.outbox.publish`, recorded by a cursor that keeps
+what it is given; transaction ids; client positions), and its SQL against
+the appliance's real PostgreSQL (the ``[database] uri`` of the
+trytond.conf that ``TRYTOND_CONFIG`` names, as bin/test sets it), in a
+scratch database named after ``--db`` that the tests create and drop. That
+servers deliver what is published is tested with real clients in
+tests/test_bridge.py.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from oe_web_socketio import outbox
+from psycopg import sql
+
+pytestmark = pytest.mark.timeout(30)
+
+EPOCH = "0b5c64d2-8a4e-4f0e-9d43-6b2f1b2a9c11"
+
+
+class RecordingCursor:
+    """Keeps the statements it is given (the SQL is tested below)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def execute(self, query: Any, params: Any = None, /) -> None:
+        self.calls.append((query, params))
+
+
+def inserted(cursor: RecordingCursor) -> tuple[Any, ...]:
+    """The parameters of the one row *cursor* was asked to insert."""
+    (insert, notify) = cursor.calls
+    assert insert[0].startswith(f"INSERT INTO {outbox.TABLE} ")
+    assert notify == (
+        "SELECT pg_notify(%s, pg_current_xact_id()::text)",
+        (outbox.NOTIFY_CHANNEL,),
+    )
+    return insert[1]
+
+
+# -- publish: arguments and JSON -----------------------------------------------
+
+
+def test_publish_inserts_compact_json_then_notifies():
+    cursor = RecordingCursor()
+    outbox.publish(cursor, {"text": "café", "n": [1, 2.5, None, True]}, "orders")
+    channel, namespace, sid, payload = inserted(cursor)
+    assert (channel, namespace, sid) == ("orders", None, None)
+    # Compact, and not escaped: what is stored is what clients receive.
+    assert payload == '{"text":"café","n":[1,2.5,null,true]}'
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda c: outbox.broadcast(c, 1), (None, None, None, "1")),
+        (lambda c: outbox.broadcast(c, 1, "/chat"), (None, "/chat", None, "1")),
+        (
+            lambda c: outbox.broadcast_channel(c, "x", "room", "/chat"),
+            ("room", "/chat", None, '"x"'),
+        ),
+        (lambda c: outbox.send(c, "sid1", []), (None, "/", "sid1", "[]")),
+        (lambda c: outbox.send(c, "sid1", {}, "/n"), (None, "/n", "sid1", "{}")),
+    ],
+)
+def test_the_shorthands_fill_the_row(call, expected):
+    cursor = RecordingCursor()
+    call(cursor)
+    assert inserted(cursor) == expected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        object(),
+        {1, 2},
+        b"bytes",
+        float("nan"),
+        {"deep": [float("inf")]},
+        {(1, 2): "tuple key"},
+    ],
+)
+def test_a_message_that_is_not_json_is_refused_before_any_statement(message):
+    cursor = RecordingCursor()
+    with pytest.raises(TypeError, match="a message must be JSON"):
+        outbox.publish(cursor, message, "orders")
+    assert cursor.calls == []
+
+
+def test_a_circular_message_is_refused():
+    message: list[Any] = []
+    message.append(message)
+    cursor = RecordingCursor()
+    with pytest.raises(TypeError, match="a message must be JSON"):
+        outbox.publish(cursor, message)
+    assert cursor.calls == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "what"),
+    [
+        ({"channel": ""}, "channel"),
+        ({"channel": "x" * (outbox.MAX_NAME_LENGTH + 1)}, "channel"),
+        ({"channel": 5}, "channel"),
+        ({"channel": b"orders"}, "channel"),
+        ({"namespace": ""}, "namespace"),
+        ({"namespace": ["/"]}, "namespace"),
+        ({"namespace": "/", "sid": ""}, "sid"),
+        ({"namespace": "/", "sid": 12}, "sid"),
+    ],
+)
+def test_bad_names_are_refused_naming_the_argument(kwargs, what):
+    cursor = RecordingCursor()
+    with pytest.raises(ValueError, match=f"^{what} must be a string of 1 to 200"):
+        outbox.publish(cursor, "m", **kwargs)
+    assert cursor.calls == []
+
+
+def test_names_of_the_longest_length_are_accepted():
+    cursor = RecordingCursor()
+    longest = "é" * outbox.MAX_NAME_LENGTH
+    outbox.publish(cursor, "m", longest, namespace=longest)
+    assert inserted(cursor)[:2] == (longest, longest)
+
+
+def test_a_message_to_a_socket_needs_its_namespace():
+    cursor = RecordingCursor()
+    with pytest.raises(ValueError, match="needs its namespace"):
+        outbox.publish(cursor, "m", sid="abc")
+    assert cursor.calls == []
+
+
+# -- transaction ids and positions ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("1", True),
+        ("748", True),
+        ("9" * 20, True),
+        ("9" * 21, False),
+        ("", False),
+        ("-1", False),
+        (" 1", False),
+        ("1.0", False),
+        ("12a", False),
+        ("١٢", False),  # digits, not ASCII ones
+        ('{"channel": "bus"}', False),
+    ],
+)
+def test_is_xid(payload, expected):
+    assert outbox.is_xid(payload) is expected
+
+
+def test_xids_keeps_the_first_of_each_in_order_and_leaves_out_the_rest():
+    payloads = ["30", "bad", "10", "30", "", "20", "10", "٣"]
+    assert outbox.xids(payloads) == ["30", "10", "20"]
+    assert outbox.xids([]) == []
+
+
+@pytest.mark.parametrize(
+    ("epoch", "position"), [(EPOCH, 0), (EPOCH, 1), (EPOCH, 2**63 - 1), ("a:b", 7)]
+)
+def test_positions_round_trip(epoch, position):
+    token = outbox.format_position(epoch, position)
+    assert isinstance(token, str)
+    assert outbox.parse_position(token) == (epoch, position)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        None,
+        12,
+        12.5,
+        [EPOCH, 3],
+        {"epoch": EPOCH},
+        b"e:1",
+        "",
+        "garbage",
+        ":3",
+        f"{EPOCH}:",
+        f"{EPOCH}:-1",
+        f"{EPOCH}:+1",
+        f"{EPOCH}: 1",
+        f"{EPOCH}:1.5",
+        f"{EPOCH}:1e3",
+        f"{EPOCH}:٣",
+        "e" * 79 + ":1",
+    ],
+)
+def test_what_is_not_a_position_is_refused(token):
+    assert outbox.parse_position(token) is None
+
+
+def test_a_position_of_80_characters_is_the_longest():
+    token = "e" * 78 + ":1"
+    assert outbox.parse_position(token) == ("e" * 78, 1)
+
+
+# -- the SQL, against PostgreSQL -----------------------------------------------
+
+
+def server_uri() -> str:
+    path = os.environ.get("TRYTOND_CONFIG")
+    if not path:
+        pytest.skip("TRYTOND_CONFIG is not set: run the tests with bin/test")
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(path, encoding="utf-8") as file:
+        parser.read_file(file)
+    return parser["database"]["uri"]
+
+
+def _drop(uri: str, name: str) -> None:
+    with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def scratch(request) -> Iterator[tuple[str, str]]:
+    """``(uri, name)`` of an empty database of this module, dropped after."""
+    uri = server_uri()
+    name = f"{request.config.getoption('--db')}_outbox"
+    _drop(uri, name)
+    with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield uri, name
+    _drop(uri, name)
+
+
+@pytest.fixture
+def db(scratch) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the scratch database, without outbox."""
+    uri, name = scratch
+    with psycopg.connect(uri, dbname=name, autocommit=True) as conn:
+        conn.execute(
+            f"DROP TABLE IF EXISTS {outbox.TABLE}, {outbox.TABLE}_state;"
+            f"DROP SEQUENCE IF EXISTS {outbox.TABLE}_position_seq"
+        )
+        yield conn
+
+
+@pytest.fixture
+def connect(scratch) -> Iterator[Any]:
+    """``connect()``: another connection to the scratch database."""
+    uri, name = scratch
+    opened: list[psycopg.Connection] = []
+
+    def connect() -> psycopg.Connection:
+        opened.append(psycopg.connect(uri, dbname=name, autocommit=True))
+        return opened[-1]
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+def create(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        outbox.ensure_schema(conn.cursor())
+
+
+def catalog(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """The columns, indexes and sequences of the outbox, as PostgreSQL
+    describes them."""
+    columns = conn.execute(
+        """SELECT table_name, column_name, data_type, is_nullable,
+                  column_default
+           FROM information_schema.columns
+           WHERE table_name LIKE %s ORDER BY table_name, ordinal_position""",
+        (f"{outbox.TABLE}%",),
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename LIKE %s "
+        "ORDER BY indexname",
+        (f"{outbox.TABLE}%",),
+    ).fetchall()
+    sequences = conn.execute(
+        "SELECT sequence_name FROM information_schema.sequences "
+        "WHERE sequence_name LIKE %s ORDER BY 1",
+        (f"{outbox.TABLE}%",),
+    ).fetchall()
+    return [*columns, *indexes, *sequences]
+
+
+def publish_committed(conn: psycopg.Connection, *messages: Any, channel=None) -> str:
+    """Publish *messages* in one transaction; return its id."""
+    with conn.transaction():
+        for message in messages:
+            outbox.publish(conn.cursor(), message, channel)
+        (xid,) = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+    return xid
+
+
+def by_position(conn: psycopg.Connection) -> list[tuple[int, Any]]:
+    rows = conn.execute(
+        f"SELECT position, payload::text FROM {outbox.TABLE} "
+        "WHERE position IS NOT NULL ORDER BY position"
+    ).fetchall()
+    return [(position, json.loads(text)) for position, text in rows]
+
+
+def assign(conn: psycopg.Connection, xids: list[str]) -> list[str]:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
+        return [row[0] for row in conn.execute(outbox.ASSIGN_POSITIONS, (xids,))]
+
+
+def test_ensure_schema_twice_changes_nothing(db):
+    create(db)
+    described = catalog(db)
+    assert described, "no outbox table was created"
+    (epoch, pruned) = db.execute(outbox.STATE).fetchone()
+    assert pruned == 0
+    xid = publish_committed(db, "kept")
+    assign(db, [xid])
+    create(db)
+    assert catalog(db) == described
+    assert db.execute(outbox.STATE).fetchall() == [(epoch, 0)]
+    assert by_position(db) == [(1, "kept")]
+    assert db.execute(outbox.LAST_POSITION).fetchone() == (1,)
+
+
+def test_a_new_outbox_has_a_new_epoch_and_nothing_to_deliver(db):
+    create(db)
+    (first, _) = db.execute(outbox.STATE).fetchone()
+    assert db.execute(outbox.LAST_POSITION).fetchone() == (0,)
+    assert db.execute(outbox.LAST_DELIVERABLE).fetchone() == (0,)
+    db.execute(f"DROP TABLE {outbox.TABLE}_state")
+    create(db)
+    (second, _) = db.execute(outbox.STATE).fetchone()
+    assert second != first
+
+
+def test_positions_follow_the_xid_array_and_insertion_order(db, connect):
+    create(db)
+    early, late = connect(), connect()
+    # Interleaved inserts: ids alternate between the two transactions, and
+    # the one that began first (the lower xid) commits last.
+    early.execute("BEGIN")
+    late.execute("BEGIN")
+    outbox.publish(early.cursor(), "early 1")
+    outbox.publish(late.cursor(), "late 1")
+    outbox.publish(early.cursor(), "early 2")
+    outbox.publish(late.cursor(), "late 2")
+    (early_xid,) = early.execute("SELECT pg_current_xact_id()::text").fetchone()
+    (late_xid,) = late.execute("SELECT pg_current_xact_id()::text").fetchone()
+    assert int(early_xid) < int(late_xid)
+    late.execute("COMMIT")
+    early.execute("COMMIT")
+    lone = publish_committed(db, "lone")
+    # Commit order, as the notifications come.
+    returned = assign(db, [late_xid, early_xid, lone])
+    assert sorted(returned) == sorted([late_xid, late_xid, early_xid, early_xid, lone])
+    assert by_position(db) == [
+        (1, "late 1"),
+        (2, "late 2"),
+        (3, "early 1"),
+        (4, "early 2"),
+        (5, "lone"),
+    ]
+    # Positioned once: the same notification again changes nothing.
+    assert assign(db, [late_xid, early_xid, lone]) == []
+    assert db.execute(outbox.LAST_POSITION).fetchone() == (5,)
+
+
+def test_rows_of_a_transaction_not_yet_committed_are_left_for_later(db, connect):
+    create(db)
+    open_one = connect()
+    open_one.execute("BEGIN")
+    outbox.publish(open_one.cursor(), "open")
+    (open_xid,) = open_one.execute("SELECT pg_current_xact_id()::text").fetchone()
+    done = publish_committed(db, "done")
+    assert assign(db, [open_xid, done]) == [done]
+    assert by_position(db) == [(1, "done")]
+    open_one.execute("COMMIT")
+    assert assign(db, [open_xid]) == [open_xid]
+    assert by_position(db) == [(1, "done"), (2, "open")]
+
+
+def test_missed_rows_are_positioned_in_transaction_id_order(db, connect):
+    create(db)
+    first, second = connect(), connect()
+    first.execute("BEGIN")
+    second.execute("BEGIN")
+    outbox.publish(first.cursor(), "first 1")
+    outbox.publish(second.cursor(), "second 1")
+    outbox.publish(first.cursor(), "first 2")
+    second.execute("COMMIT")
+    first.execute("COMMIT")
+    with db.transaction():
+        assert db.execute(outbox.ASSIGN_MISSED_POSITIONS).rowcount == 3
+    assert [payload for _, payload in by_position(db)] == [
+        "first 1",
+        "first 2",
+        "second 1",
+    ]
+
+
+def test_xids_with_rows(db):
+    create(db)
+    xid = publish_committed(db, "m")
+    (empty,) = db.execute("SELECT pg_current_xact_id()::text").fetchone()
+    found = db.execute(outbox.XIDS_WITH_ROWS, ([xid, empty, "1"],)).fetchall()
+    assert found == [(xid,)]
+
+
+def published_and_positioned(db: psycopg.Connection, count: int, **kwargs) -> None:
+    for number in range(1, count + 1):
+        assign(db, [publish_committed(db, number, **kwargs)])
+
+
+def test_prune_keeps_the_newest_and_records_how_far(db):
+    create(db)
+    published_and_positioned(db, 10)
+    (through,) = db.execute(outbox.PRUNE_THRESHOLD, (3600, 3)).fetchone()
+    assert through == 7
+    with db.transaction():
+        db.execute(outbox.PRUNE, {"through": through})
+    assert [position for position, _ in by_position(db)] == [8, 9, 10]
+    assert db.execute(outbox.STATE).fetchone()[1] == 7
+    assert db.execute(outbox.LAST_DELIVERABLE).fetchone() == (10,)
+    # As many as the count to keep: the threshold prunes nothing more.
+    assert db.execute(outbox.PRUNE_THRESHOLD, (3600, 3)).fetchone() == (7,)
+    # A lower threshold never moves pruned_through back.
+    with db.transaction():
+        db.execute(outbox.PRUNE, {"through": 5})
+    assert db.execute(outbox.STATE).fetchone()[1] == 7
+
+
+def test_prune_threshold_counts_age_too(db):
+    create(db)
+    published_and_positioned(db, 5)
+    db.execute(
+        f"UPDATE {outbox.TABLE} SET create_date = create_date - interval '2 hours' "
+        "WHERE position <= 3"
+    )
+    assert db.execute(outbox.PRUNE_THRESHOLD, (3600, 100)).fetchone() == (3,)
+    # Whichever of age and count prunes more wins.
+    assert db.execute(outbox.PRUNE_THRESHOLD, (3600, 1)).fetchone() == (4,)
+    assert db.execute(outbox.PRUNE_THRESHOLD, (3 * 3600, 100)).fetchone()[0] <= 0
+
+
+def test_an_empty_outbox_has_no_threshold_and_delivers_from_pruned(db):
+    create(db)
+    assert db.execute(outbox.PRUNE_THRESHOLD, (3600, 3)).fetchone() == (None,)
+    published_and_positioned(db, 2)
+    with db.transaction():
+        db.execute(outbox.PRUNE, {"through": 2})
+    assert by_position(db) == []
+    assert db.execute(outbox.LAST_DELIVERABLE).fetchone() == (2,)
+
+
+def test_messages_between_pages_in_order(db):
+    create(db)
+    published_and_positioned(db, 6)
+    rows = db.execute(outbox.MESSAGES_BETWEEN, (1, 5, 3)).fetchall()
+    assert [(row[0], row[4]) for row in rows] == [(2, "2"), (3, "3"), (4, "4")]
+
+
+def test_messages_for_a_socket(db):
+    create(db)
+    for message, kwargs in [
+        ("a", {"channel": "a"}),
+        ("b", {"channel": "b"}),
+        ("all", {}),
+        ("chat only", {"namespace": "/chat"}),
+        ("a in chat", {"channel": "a", "namespace": "/chat"}),
+        ("one socket", {"namespace": "/", "sid": "s1"}),
+    ]:
+        with db.transaction():
+            outbox.publish(db.cursor(), message, **kwargs)
+            (xid,) = db.execute("SELECT pg_current_xact_id()::text").fetchone()
+        assign(db, [xid])
+
+    def messages_for(namespace: str, channels: list[str]) -> list[Any]:
+        rows = db.execute(
+            outbox.MESSAGES_FOR,
+            {
+                "after": 0,
+                "until": 100,
+                "namespace": namespace,
+                "channels": channels,
+                "limit": 100,
+            },
+        ).fetchall()
+        return [json.loads(row[4]) for row in rows]
+
+    assert messages_for("/", ["a"]) == ["a", "all"]
+    assert messages_for("/chat", ["a", "b"]) == [
+        "a",
+        "b",
+        "all",
+        "chat only",
+        "a in chat",
+    ]
+    # No channel: broadcasts only (an empty list is a text array too).
+    assert messages_for("/", []) == ["all"]
