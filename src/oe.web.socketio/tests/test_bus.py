@@ -91,6 +91,12 @@ def test_a_duplicate_id_counts_at_its_first_occurrence():
     assert next_id(cache, {"a"}, "1") == "2"
 
 
+def test_a_duplicate_id_counts_at_its_first_occurrence_on_the_channels():
+    cache = cache_with(("b", "1"), ("a", "2"), ("a", "1"), ("a", "3"))
+    assert next_id(cache, {"a"}, "1") == "3"
+    assert next_id(cache, {"a", "b"}, "1") == "2"
+
+
 def test_expired_messages_are_skipped_and_dropped():
     cache = cache_with(("a", "1"), ("a", "2"), ("a", "3"), timeout=10)
     # At 11.5 the message of time 0 and 1 are older than 10 s.
@@ -437,6 +443,12 @@ def test_unserved_database_is_404_and_get_405(server):
         (b'{"channels": [1]}', {}, 400, "channels must be a list of strings"),
         (
             json.dumps({"channels": [f"c:{n}" for n in range(10_000)]}).encode(),
+            {},
+            400,
+            "too many channels: 10000 (at most 256)",
+        ),
+        (
+            json.dumps({"channels": ["c" * 1_048_576]}).encode(),
             {},
             413,
             "body too large",

@@ -44,6 +44,11 @@ Invariants:
 * :meth:`TrytonBus.notify` never blocks and never raises: a bad payload
   is logged (one line) and skipped.
 
+One deliberate difference: trytond's listener caches the notifications it
+reads in one go in reverse order (it pops them from the end of the
+batch), so the messages of one transaction may reach its clients last
+first; here they keep their commit order.
+
 Caveats: the cache is this process's (as trytond's is per process): a
 message published before this server started, or while its listener was
 reconnecting, is not delivered. trytond's ``[bus] url_host`` is not
@@ -148,8 +153,9 @@ class MessageCache:
         self.dropped = 0
         self._order: collections.deque[Message] = collections.deque()
         self._channels: dict[str, _ChannelLog] = {}
-        # The first cached message of each id (trytond stops at the first).
-        self._ids: dict[str, Message] = {}
+        # The cached messages of each id, oldest first: ids are uuid4, but
+        # a poll looks for the first one on its channels, as trytond does.
+        self._ids: dict[str, list[Message]] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -162,7 +168,7 @@ class MessageCache:
         message = Message(next(self._seq), channel, content, message_id, now)
         self._order.append(message)
         self._channels.setdefault(channel, _ChannelLog()).items.append(message)
-        self._ids.setdefault(message_id, message)
+        self._ids.setdefault(message_id, []).append(message)
         self.expire(now)
         while len(self._order) > self.max_messages:
             self._drop_oldest()
@@ -180,7 +186,9 @@ class MessageCache:
         log.drop_oldest()
         if not log:
             del self._channels[message.channel]
-        if self._ids.get(message.message_id) is message:
+        occurrences = self._ids[message.message_id]
+        del occurrences[0]  # the oldest: this one
+        if not occurrences:
             del self._ids[message.message_id]
 
     def next(
@@ -192,9 +200,10 @@ class MessageCache:
         channels = frozenset(channels)
         after = None
         if isinstance(last_message, str):
-            seen = self._ids.get(last_message)
-            if seen is not None and seen.channel in channels:
-                after = seen.seq
+            for seen in self._ids.get(last_message, ()):
+                if seen.channel in channels:
+                    after = seen.seq
+                    break
         best = None
         for channel in channels:
             log = self._channels.get(channel)
@@ -256,8 +265,10 @@ class TrytonBus:
     :param clock: the clock of the message cache (seconds).
     """
 
-    #: Largest request body read, in bytes (``413`` beyond).
-    max_body_size = 65_536
+    #: Largest request body read, in bytes (``413`` beyond): room for a
+    #: list of channels far longer than :attr:`max_channels`, which is then
+    #: refused with a reason.
+    max_body_size = 1_048_576
     #: Most channels a poll may name (``400`` beyond).
     max_channels = 256
     #: Most messages cached per database; beyond, the oldest are dropped.
