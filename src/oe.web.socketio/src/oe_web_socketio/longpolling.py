@@ -1,0 +1,879 @@
+"""Long-polling routes: plain HTTP handlers that may wait for news.
+
+A distribution declares routes with the :data:`longpolling` registry::
+
+    from oe_web_socketio.longpolling import longpolling
+
+    @longpolling.route("/mainroute")
+    @longpolling.route("/varroute/<var1>/<var2>", mode="http")
+    def myfunction(request, var1=None, var2=None, **params):
+        users = request.model("res.user").search_read([], fields_names=["login"])
+        ...
+
+and makes its module known to the server through the entry point group
+:data:`ENTRY_POINT_GROUP` (or the ``longpolling_modules`` setting)::
+
+    [project.entry-points."oe_web_socketio.longpolling"]
+    my_routes = "my_egg.routes"
+
+Each route is served under the prefix ``longpolling_path`` (default
+``/longpolling``): ``/longpolling/varroute/a/b``. At start each rule is
+logged: ``Add the rule: 'myfunction:/longpolling/varroute/<var1>/<var2>'``.
+
+:meth:`LongPolling.route` takes ``path`` (default ``/``; werkzeug
+placeholders ``<name>``, ``<int:name>``…), ``mode`` (``json``, the default,
+or ``http``) and ``mustbeauthenticated`` (default ``True``); a wrong
+argument raises :class:`RouteError` at declaration, naming the route and
+the argument. Stacked decorators serve one function at several paths.
+
+The protocol, for every route (``GET`` or ``POST``):
+
+* Parameters: the path's placeholders, the query string, and a ``POST``
+  body that is a JSON object (``Content-Type: application/json``) or a
+  form (``application/x-www-form-urlencoded``), all passed to the handler
+  as keyword arguments. A name given twice, malformed JSON, a body of
+  another type, or arguments the handler's signature refuses: ``400``
+  (``415`` for the type, ``413`` above ``max_http_buffer_size``).
+* Authentication: Tryton's ``Authorization: Session base64(login:uid:key)``
+  header, or Tryton 8's ``tryton_session`` cookie, checked by the server's
+  :class:`~oe_web_socketio.auth.Authenticator`; the header
+  ``X-Tryton-Database`` names the database (default: the first served).
+  A session presented and refused, or none on a ``mustbeauthenticated``
+  route: ``401`` with ``WWW-Authenticate: Session``.
+* The answer: in ``json`` mode the handler's return value as JSON; in
+  ``http`` mode a :class:`str` (``text/plain``, UTF-8) or :class:`bytes`
+  (``application/octet-stream``); in both, a
+  :class:`~oe_web_socketio.routing.Response` is sent as it is. Nothing is
+  cached (``Cache-Control: no-store``).
+* Waiting: a handler waits for news with :meth:`LongPollingRequest.wait`,
+  at most :func:`get_timeout` seconds (``longpolling_timeout``) after the
+  request arrived. When that time is over without news, the client gets
+  ``204 No Content``: nothing new, poll again.
+* Faults: a handler that raises :class:`~oe_web_socketio.routing.HTTPError`
+  refuses the request with its status; any other exception is a ``500``
+  with one logged traceback. A database that is out of reach or busy
+  (every cursor in use for ``pool_timeout`` seconds): ``503`` with
+  ``Retry-After`` and one log line. Unknown path ``404``, other method
+  ``405`` (:class:`~oe_web_socketio.routing.Router`).
+
+Invariants: a handler's transaction ends (rolled back, its cursor free)
+before its answer is sent, whatever the handler did; and it never holds a
+cursor while it waits (:meth:`LongPollingRequest.wait` ends it first).
+
+Importing this module imports neither gevent's patch nor trytond: the
+models come through :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`,
+which the wiring (:func:`serve_longpolling`) builds after the patch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import importlib
+import inspect
+import json
+import logging
+import math
+import time
+import types
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import greenlet
+from werkzeug.routing import Map, Rule
+
+from oe_web_socketio.auth import (
+    Authenticator,
+    Identity,
+    client_address,
+    credentials_from_request,
+)
+from oe_web_socketio.exceptions import (
+    AuthenticationError,
+    DatabaseUnavailable,
+    OeWebSocketIOError,
+    PoolTimeout,
+)
+from oe_web_socketio.routing import HTTPError, Request, Response, Route, Router
+
+if TYPE_CHECKING:
+    from oe_web_socketio.config import Config
+    from oe_web_socketio.hosts.tryton_orm import TrytonORM
+
+logger = logging.getLogger(__name__)
+
+#: The entry point group of modules (or :class:`LongPolling` registries)
+#: that declare long-polling routes.
+ENTRY_POINT_GROUP = "oe_web_socketio.longpolling"
+
+#: The values of a route's ``mode``.
+MODES = ("json", "http")
+
+#: Methods every route accepts.
+METHODS = frozenset({"GET", "POST"})
+
+#: The header naming the database of a request.
+DATABASE_HEADER = "X-Tryton-Database"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RouteError(OeWebSocketIOError, ValueError):
+    """A long-polling route is declared wrong, or cannot be loaded.
+
+    :param route: the route's path as declared, or ``None`` (a module
+        that cannot be loaded).
+    :param argument: the argument at fault (``path``, ``mode``…), or
+        ``None``.
+    :param problem: what is wrong.
+    """
+
+    def __init__(self, route: str | None, argument: str | None, problem: str) -> None:
+        self.route = route
+        self.argument = argument
+        self.problem = problem
+        super().__init__(route, argument, problem)
+
+    def __str__(self) -> str:
+        if self.route is None:
+            return self.problem
+        where = f"long-polling route {self.route!r}"
+        if self.argument is not None:
+            where += f", argument {self.argument!r}"
+        return f"{where}: {self.problem}"
+
+
+class PollTimeout(OeWebSocketIOError, TimeoutError):
+    """The time a handler may wait ran out without news.
+
+    Raised by :meth:`LongPollingRequest.wait`; uncaught, the client is
+    answered ``204 No Content`` (and polls again).
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteSpec:
+    """A route as declared: its path (without the prefix), handler, mode
+    and whether it needs an authenticated user."""
+
+    path: str
+    function: Callable[..., Any]
+    mode: str = "json"
+    mustbeauthenticated: bool = True
+
+    @property
+    def name(self) -> str:
+        return getattr(self.function, "__name__", repr(self.function))
+
+
+class LongPolling:
+    """A registry of long-polling routes, filled by :meth:`route`."""
+
+    def __init__(self) -> None:
+        self._routes: list[RouteSpec] = []
+
+    @property
+    def routes(self) -> tuple[RouteSpec, ...]:
+        """The routes declared so far, in order."""
+        return tuple(self._routes)
+
+    def route(
+        self, path: str = "/", mode: str = "json", mustbeauthenticated: bool = True
+    ) -> Callable[[F], F]:
+        """Declare the decorated function the handler of *path*.
+
+        The function is called with a :class:`LongPollingRequest`, then the
+        path's placeholders and the request's parameters as keyword
+        arguments; it is returned unchanged, so decorators stack.
+
+        :param path: the path under the prefix, starting with ``/``;
+            werkzeug placeholders (``<name>``, ``<int:name>``) allowed.
+        :param mode: ``"json"`` (the result is sent as JSON) or
+            ``"http"`` (a :class:`str`, :class:`bytes` or
+            :class:`~oe_web_socketio.routing.Response`).
+        :param mustbeauthenticated: refuse requests without a valid session
+            (``401``).
+        :raises RouteError: an argument is wrong, the function does not
+            accept the path's placeholders, or the path is declared twice.
+        """
+        check_route_arguments(path, mode, mustbeauthenticated)
+
+        def decorator(function: F) -> F:
+            spec = RouteSpec(path, function, mode, mustbeauthenticated)
+            check_handler(spec)
+            for existing in self._routes:
+                if existing.path == path:
+                    if existing == spec:
+                        return function
+                    raise RouteError(
+                        path,
+                        "path",
+                        f"declared twice, by {existing.name} and {spec.name}",
+                    )
+            self._routes.append(spec)
+            return function
+
+        return decorator
+
+
+#: The registry of :data:`ENTRY_POINT_GROUP` modules and of
+#: ``longpolling_modules``.
+longpolling = LongPolling()
+
+
+def check_route_arguments(path: Any, mode: Any, mustbeauthenticated: Any) -> None:
+    """Refuse wrong :meth:`LongPolling.route` arguments.
+
+    :raises RouteError: naming the route and the argument.
+    """
+    shown = path if isinstance(path, str) else repr(path)
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise RouteError(
+            shown, "path", f"must be a string starting with '/', got {path!r}"
+        )
+    if any(char in path for char in "?# \t\r\n"):
+        raise RouteError(path, "path", "must not hold a query, fragment or space")
+    try:
+        placeholders(path)
+    except ValueError as exc:
+        raise RouteError(path, "path", f"not a valid rule: {exc}") from None
+    if mode not in MODES:
+        raise RouteError(path, "mode", f"must be 'json' or 'http', got {mode!r}")
+    if not isinstance(mustbeauthenticated, bool):
+        raise RouteError(
+            path,
+            "mustbeauthenticated",
+            f"must be True or False, got {mustbeauthenticated!r}",
+        )
+
+
+def placeholders(path: str) -> tuple[str, ...]:
+    """The names of the placeholders of the werkzeug rule *path*.
+
+    :raises ValueError: *path* is not a valid rule.
+    """
+    rule = Rule(path)
+    Map([rule])  # compiles the rule
+    return tuple(sorted(rule.arguments))
+
+
+def check_handler(spec: RouteSpec) -> None:
+    """Refuse a handler that cannot be called with a request and the
+    path's placeholders.
+
+    :raises RouteError: naming the route and the function.
+    """
+    if not callable(spec.function):
+        raise RouteError(
+            spec.path, None, f"the handler {spec.function!r} is not callable"
+        )
+    names = placeholders(spec.path)
+    if "request" in names:
+        raise RouteError(spec.path, "path", "'request' cannot be a placeholder")
+    try:
+        signature = inspect.signature(spec.function)
+    except (TypeError, ValueError):
+        return  # a builtin, say: checked at each call
+    try:
+        signature.bind_partial(None, **dict.fromkeys(names))
+    except TypeError as exc:
+        raise RouteError(
+            spec.path,
+            "path",
+            f"{spec.name} cannot take the request and the placeholders "
+            f"{', '.join(names) or '(none)'}: {exc}",
+        ) from None
+
+
+# -- the request a handler gets -------------------------------------------
+
+_current: contextvars.ContextVar[LongPollingRequest] = contextvars.ContextVar(
+    "oe_web_socketio.longpolling.request"
+)
+
+
+def get_timeout() -> float:
+    """Seconds the handler running in this greenlet may wait for news, in
+    all (``longpolling_timeout``).
+
+    :raises RuntimeError: not called from a long-polling handler.
+    """
+    try:
+        return _current.get().get_timeout()
+    except LookupError:
+        raise RuntimeError("get_timeout() is for long-polling handlers") from None
+
+
+class LongPollingRequest:
+    """What a long-polling handler gets.
+
+    :ivar http: the :class:`~oe_web_socketio.routing.Request` (``environ``,
+        ``method``, ``path``, ``path_args``).
+    :ivar database: the database of the request.
+    :ivar identity: the :class:`~oe_web_socketio.auth.Identity` of an
+        authenticated user, else ``None``.
+    :ivar uid: the user's id, ``None`` unless authenticated.
+    :ivar login: the user's login, ``None`` unless authenticated.
+    :ivar address: the client's address (as Tryton binds sessions to it).
+    :ivar params: the keyword arguments the handler is called with.
+    :ivar deadline: when waiting ends (:func:`time.monotonic`).
+
+    The models (:meth:`model`, :meth:`cursor`, :attr:`context`) need an
+    authenticated user; the first use opens a read-only transaction as
+    that user, which lasts until :meth:`wait`, :meth:`release` or the end
+    of the handler, whichever comes first; the next use opens a new one
+    (that sees what was committed meanwhile). Records read in one
+    transaction must not be used in the next: read them again. Use the
+    models in the handler's own greenlet only.
+    """
+
+    def __init__(
+        self,
+        http: Request,
+        *,
+        database: str,
+        identity: Identity | None,
+        address: str | None,
+        params: Mapping[str, Any],
+        timeout: float,
+        orm: TrytonORM | None,
+        started: float | None = None,
+    ) -> None:
+        self.http = http
+        self.database = database
+        self.identity = identity
+        self.uid = identity.uid if identity is not None else None
+        self.login = identity.login if identity is not None else None
+        self.address = address
+        self.params = dict(params)
+        self._timeout = timeout
+        self.deadline = (time.monotonic() if started is None else started) + timeout
+        self._orm = orm
+        self._scope: contextlib.ExitStack | None = None
+        self._transaction: Any = None
+        self._owner: Any = None
+        self._context: dict[str, Any] | None = None
+
+    @property
+    def environ(self) -> Mapping[str, Any]:
+        return self.http.environ
+
+    @property
+    def method(self) -> str:
+        return self.http.method
+
+    @property
+    def authenticated(self) -> bool:
+        return self.identity is not None
+
+    def get_timeout(self) -> float:
+        """Seconds the handler may wait for news, in all."""
+        return self._timeout
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once past)."""
+        return self.deadline - time.monotonic()
+
+    # -- the models -------------------------------------------------------
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The user's context (language…, as Tryton's preferences give
+        it), ``{}`` unless authenticated (or without trytond). The first
+        read opens the transaction."""
+        if self.identity is None or self._orm is None:
+            return {}
+        if self._context is None:
+            self.transaction()
+        assert self._context is not None
+        return dict(self._context)
+
+    def model(self, name: str) -> Any:
+        """The Tryton model *name* (e.g. ``res.user``), usable with the
+        user's access rights in the request's read-only transaction.
+
+        :raises AuthenticationError: the request is not authenticated.
+        :raises KeyError: no such model in the database.
+        """
+        self.transaction()
+        return self._orm.models(self.database).get(name)  # type: ignore[union-attr]
+
+    def cursor(self) -> Any:
+        """A cursor of the request's read-only transaction, for SQL.
+
+        :raises AuthenticationError: the request is not authenticated.
+        """
+        return self.transaction().connection.cursor()
+
+    def transaction(self) -> Any:
+        """The request's :class:`trytond.transaction.Transaction`, opened if
+        needed.
+
+        :raises AuthenticationError: the request is not authenticated.
+        :raises PoolTimeout: every cursor stayed in use ``pool_timeout``
+            seconds (the client gets ``503``).
+        :raises DatabaseUnavailable: the database is out of reach
+            (``503``).
+        :raises RuntimeError: called from another greenlet than the one
+            that opened it, or the server has no trytond configuration.
+        """
+        if self.identity is None:
+            raise AuthenticationError("the models need an authenticated user")
+        current = greenlet.getcurrent()
+        if self._transaction is not None:
+            if current is not self._owner:
+                raise RuntimeError("use the models in the handler's greenlet only")
+            return self._transaction
+        if self._orm is None:
+            raise RuntimeError("the models need the server's trytond_config")
+        scope = contextlib.ExitStack()
+        transaction = scope.enter_context(
+            self._orm.transaction(
+                self.database,
+                self.identity.uid,
+                request=self._trytond_request(),
+                statement_timeout=math.ceil(self._timeout),
+            )
+        )
+        self._scope, self._transaction, self._owner = scope, transaction, current
+        if self._context is None:
+            self._context = {
+                key: value
+                for key, value in transaction.context.items()
+                if not key.startswith("_")
+            }
+        return transaction
+
+    def release(self) -> None:
+        """End the transaction, if one is open: rolled back, its cursor
+        free. Never raises (see :mod:`~oe_web_socketio.hosts.tryton_orm`)."""
+        scope, self._scope, self._transaction, self._owner = (
+            self._scope,
+            None,
+            None,
+            None,
+        )
+        if scope is not None:
+            scope.close()
+
+    def _trytond_request(self) -> dict[str, Any]:
+        """trytond's ``_request`` context, as its own requests build it."""
+        environ = self.environ
+        scheme = str(
+            environ.get("HTTP_X_FORWARDED_PROTO")
+            or environ.get("wsgi.url_scheme", "http")
+        )
+        return {
+            "remote_addr": self.address,
+            "http_host": environ.get("HTTP_HOST"),
+            "scheme": scheme,
+            "is_secure": scheme == "https",
+            "root_path": "",
+        }
+
+    # -- waiting ----------------------------------------------------------
+
+    def wait(self, waitable: Any, timeout: float | None = None) -> Any:
+        """End the transaction (no cursor is held while waiting), then wait
+        for *waitable*, at most *timeout* seconds and never beyond the
+        deadline.
+
+        *waitable* may be:
+
+        * a gevent object (``Event``, ``AsyncResult``, ``Greenlet``…:
+          anything :func:`gevent.wait` takes): the result is its value
+          (``get()``) when it has one, else ``True``;
+        * a callable taking the seconds it may wait: the result is what it
+          returns; it raises :class:`TimeoutError` when the time is over;
+        * an object with a ``wait(timeout)`` method returning whether it
+          happened (:class:`threading.Event`): the result is ``True``.
+
+        :raises PollTimeout: the time is over (uncaught, the client gets
+            ``204 No Content``).
+        """
+        self.release()
+        limit = self.remaining() if timeout is None else min(timeout, self.remaining())
+        if limit <= 0:
+            raise PollTimeout("no news before the deadline")
+        if hasattr(waitable, "rawlink"):
+            import gevent
+
+            if not gevent.wait([waitable], timeout=limit):
+                raise PollTimeout(f"no news within {limit:.3g} s")
+            getter = getattr(waitable, "get", None)
+            return getter(block=False) if getter is not None else True
+        if callable(waitable):
+            try:
+                return waitable(limit)
+            except TimeoutError as exc:
+                raise PollTimeout(f"no news within {limit:.3g} s") from exc
+        if hasattr(waitable, "wait"):
+            if not waitable.wait(limit):
+                raise PollTimeout(f"no news within {limit:.3g} s")
+            return True
+        raise TypeError(f"cannot wait for {waitable!r}")
+
+
+# -- serving routes ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the endpoints of the routes need from the server.
+
+    :ivar prefix: ``longpolling_path``.
+    :ivar timeout: ``longpolling_timeout``.
+    :ivar databases: the databases served; the first is the default.
+    :ivar trusted_proxies: whose ``X-Forwarded-For`` is believed.
+    :ivar max_body: the largest request body accepted, in bytes.
+    :ivar authenticator: validates sessions; ``None`` refuses them all.
+    :ivar orm: the models; ``None`` when the server has no trytond.
+    """
+
+    prefix: str
+    timeout: float
+    databases: tuple[str, ...]
+    trusted_proxies: tuple[str, ...] = ()
+    max_body: int = 1_000_000
+    authenticator: Authenticator | None = None
+    orm: TrytonORM | None = None
+
+
+class Endpoint:
+    """Answers the requests of one route (see the module's docstring).
+
+    :param spec: the route.
+    :param settings: the server's settings.
+    """
+
+    #: Seconds the client is told to wait before it retries after a 503.
+    retry_after = 5
+
+    def __init__(self, spec: RouteSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.path = settings.prefix + spec.path
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(spec.function)
+        except (TypeError, ValueError):
+            self._signature = None
+
+    @property
+    def rule(self) -> str:
+        """``myfunction:/longpolling/varroute/<var1>/<var2>``."""
+        return f"{self.spec.name}:{self.path}"
+
+    def __call__(self, http: Request) -> Response:
+        started = time.monotonic()
+        try:
+            identity, database = self._authenticate(http)
+        except AuthenticationError as exc:
+            return self._unauthorized(str(exc))
+        except DatabaseUnavailable as exc:
+            return self._unavailable(http, exc)
+        params = self._parameters(http)
+        if self._signature is not None:
+            try:
+                self._signature.bind(None, **params)
+            except TypeError as exc:
+                raise HTTPError(
+                    HTTPStatus.BAD_REQUEST, f"bad parameters: {exc}"
+                ) from None
+        request = LongPollingRequest(
+            http,
+            database=database,
+            identity=identity,
+            address=client_address(http.environ, self.settings.trusted_proxies),
+            params=params,
+            timeout=self.settings.timeout,
+            orm=self.settings.orm,
+            started=started,
+        )
+        token = _current.set(request)
+        try:
+            result = self.spec.function(request, **params)
+        except PollTimeout:
+            return Response(
+                HTTPStatus.NO_CONTENT, headers=(("Cache-Control", "no-store"),)
+            )
+        except AuthenticationError as exc:
+            logger.info(
+                "Refused %s %s from %s: %s", http.method, http.path, http.client, exc
+            )
+            return self._unauthorized(str(exc))
+        except DatabaseUnavailable as exc:
+            return self._unavailable(http, exc)
+        finally:
+            request.release()
+            _current.reset(token)
+        return self._render(result)
+
+    # -- steps ------------------------------------------------------------
+
+    def _parameters(self, http: Request) -> dict[str, Any]:
+        """The keyword arguments of the handler: placeholders, query
+        string, body.
+
+        :raises HTTPError: a name given twice, a malformed or unsupported
+            body.
+        """
+        params: dict[str, Any] = dict(http.path_args)
+        sources = [
+            ("the query string", _form(str(http.environ.get("QUERY_STRING") or "")))
+        ]
+        if http.method == "POST":
+            sources.append(("the body", self._body(http)))
+        for where, pairs in sources:
+            for key, value in pairs:
+                if key in params:
+                    raise HTTPError(
+                        HTTPStatus.BAD_REQUEST,
+                        f"parameter {_shorten(key)!r} given twice (in {where})",
+                    )
+                params[key] = value
+        return params
+
+    def _body(self, http: Request) -> list[tuple[str, Any]]:
+        body = http.body(self.settings.max_body)
+        if not body.strip():
+            return []
+        content_type = (
+            str(http.environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+        )
+        if content_type == "application/json" or content_type.endswith("+json"):
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "malformed JSON body") from None
+            if not isinstance(data, dict):
+                raise HTTPError(
+                    HTTPStatus.BAD_REQUEST, "the JSON body must be an object"
+                )
+            return list(data.items())
+        if content_type == "application/x-www-form-urlencoded":
+            return _form(body.decode("latin-1"))
+        raise HTTPError(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "the body must be application/json or application/x-www-form-urlencoded",
+        )
+
+    def _authenticate(self, http: Request) -> tuple[Identity | None, str]:
+        """Who sends *http*, and which database it reads.
+
+        :raises AuthenticationError: a session is presented and refused,
+            or none is while the route needs one.
+        :raises DatabaseUnavailable: the session cannot be checked now.
+        """
+        environ = http.environ
+        named = environ.get("HTTP_" + DATABASE_HEADER.upper().replace("-", "_")) or None
+        try:
+            credentials = credentials_from_request(environ, None)
+        except AuthenticationError as exc:
+            logger.warning(
+                "Refused %s %s from %s: %s", http.method, http.path, http.client, exc
+            )
+            raise
+        if credentials is None:
+            if self.spec.mustbeauthenticated:
+                logger.info(
+                    "Refused %s %s from %s: no session",
+                    http.method,
+                    http.path,
+                    http.client,
+                )
+                raise AuthenticationError("authentication required")
+            database = named or self.settings.databases[0]
+            if database not in self.settings.databases:
+                raise HTTPError(
+                    HTTPStatus.BAD_REQUEST, f"unknown database {_shorten(database)!r}"
+                )
+            return None, database
+        if self.settings.authenticator is None:
+            logger.warning(
+                "Refused %s %s from %s: no authenticator (no trytond_config)",
+                http.method,
+                http.path,
+                http.client,
+            )
+            raise AuthenticationError("sessions cannot be checked by this server")
+        credentials = dataclasses.replace(credentials, database=named)
+        address = client_address(environ, self.settings.trusted_proxies)
+        # The authenticator logs its refusals, one line each.
+        identity = self.settings.authenticator.authenticate(credentials, address)
+        return identity, identity.db
+
+    def _render(self, result: Any) -> Response:
+        if isinstance(result, Response):
+            return result
+        headers = (("Cache-Control", "no-store"),)
+        if self.spec.mode == "json":
+            return Response.json(result, headers=headers)
+        if isinstance(result, str):
+            return Response(HTTPStatus.OK, result.encode(), headers)
+        if isinstance(result, bytes | bytearray):
+            return Response(
+                HTTPStatus.OK, bytes(result), headers, "application/octet-stream"
+            )
+        if result is None:
+            return Response(HTTPStatus.OK, b"", headers)
+        raise TypeError(
+            f"{self.spec.name} returned {type(result).__name__}: an http route "
+            "returns str, bytes or a Response"
+        )
+
+    @staticmethod
+    def _unauthorized(reason: str) -> Response:
+        return Response.json(
+            {"error": reason},
+            HTTPStatus.UNAUTHORIZED,
+            [("WWW-Authenticate", "Session"), ("Cache-Control", "no-store")],
+        )
+
+    def _unavailable(self, http: Request, exc: DatabaseUnavailable) -> Response:
+        logger.log(
+            logging.WARNING if isinstance(exc, PoolTimeout) else logging.ERROR,
+            "Cannot answer %s %s from %s: %s",
+            http.method,
+            http.path,
+            http.client,
+            exc,
+        )
+        return Response.json(
+            {"error": "the database is busy or unavailable, try again later"},
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            [("Retry-After", str(self.retry_after)), ("Cache-Control", "no-store")],
+        )
+
+
+def _form(text: str) -> list[tuple[str, str]]:
+    """The pairs of a query string or form body (WSGI strings are Latin-1
+    for the bytes received; names and values are UTF-8, raw or
+    percent-encoded).
+
+    :raises HTTPError: ``400`` for what is not UTF-8.
+    """
+    try:
+        text = text.encode("latin-1").decode("utf-8")
+        return urllib.parse.parse_qsl(text, keep_blank_values=True, errors="strict")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise HTTPError(HTTPStatus.BAD_REQUEST, "parameters are not UTF-8") from None
+
+
+def _shorten(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def endpoints(specs: Iterable[RouteSpec], settings: Settings) -> list[Endpoint]:
+    """The endpoints of *specs*, in order."""
+    return [Endpoint(spec, settings) for spec in specs]
+
+
+def add_routes(router: Router, endpoints_: Iterable[Endpoint]) -> None:
+    """Add *endpoints_* to *router*, logging each rule.
+
+    :raises DuplicateRouteError: a path is taken (by another route, or the
+        same path declared by two registries).
+    """
+    for endpoint in endpoints_:
+        router.add(Route(endpoint.path, endpoint, METHODS))
+        logger.info("Add the rule: %r", endpoint.rule)
+
+
+def load_routes(
+    modules: Iterable[str] = (),
+    *,
+    entry_points: bool = True,
+    registry: LongPolling = longpolling,
+    group: str = ENTRY_POINT_GROUP,
+) -> list[RouteSpec]:
+    """Import the modules of the entry point *group* (if *entry_points*)
+    and *modules*; return the routes of *registry*, then those of any
+    other :class:`LongPolling` registry an entry point names.
+
+    :raises RouteError: a module cannot be imported, or declares a route
+        wrong.
+    """
+    registries = [registry]
+    if entry_points:
+        for entry_point in sorted(metadata.entry_points(group=group)):
+            dist = entry_point.dist.name if entry_point.dist is not None else "?"
+            origin = f"entry point {entry_point.name} = {entry_point.value} in {dist}"
+            try:
+                loaded = entry_point.load()
+            except RouteError:
+                raise
+            except Exception as exc:
+                raise RouteError(
+                    None,
+                    None,
+                    f"cannot load the long-polling routes of {origin}: {exc}",
+                ) from exc
+            if isinstance(loaded, LongPolling):
+                if loaded not in registries:
+                    registries.append(loaded)
+            elif not isinstance(loaded, types.ModuleType):
+                raise RouteError(
+                    None,
+                    None,
+                    f"{origin} is neither a module nor a LongPolling registry",
+                )
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except RouteError:
+            raise
+        except Exception as exc:
+            raise RouteError(
+                None, None, f"cannot import the long-polling routes of {name!r}: {exc}"
+            ) from exc
+    return [spec for each in registries for spec in each.routes]
+
+
+def serve_longpolling(
+    router: Router, config: Config, authenticator: Authenticator | None
+) -> list[Endpoint]:
+    """Serve on *router* the long-polling routes *config* asks for: those of
+    the entry point group (unless ``load_entry_points`` is off) and of
+    ``longpolling_modules``. With routes and a ``trytond_config``, load
+    trytond's models (see :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`)
+    and warm them up in a greenlet. Run after
+    :func:`oe_web_socketio.patch.patch`.
+
+    :return: the endpoints served.
+    :raises RouteError: a route cannot be loaded.
+    :raises DuplicateRouteError: a path is taken.
+    :raises ConfigError: the trytond configuration cannot be used.
+    """
+    specs = load_routes(
+        config.longpolling_modules, entry_points=config.load_entry_points
+    )
+    orm = None
+    if specs and config.trytond_config is not None:
+        import gevent
+
+        from oe_web_socketio.hosts.tryton_orm import TrytonORM
+
+        orm = TrytonORM(
+            config.trytond_config,
+            config.databases,
+            config.max_cursor,
+            config.pool_timeout,
+        )
+        orm.load()
+        gevent.spawn(orm.warm_up)
+    settings = Settings(
+        prefix=config.longpolling_path,
+        timeout=config.longpolling_timeout,
+        databases=config.databases,
+        trusted_proxies=config.trusted_proxies,
+        max_body=config.max_http_buffer_size,
+        authenticator=authenticator,
+        orm=orm,
+    )
+    served = endpoints(specs, settings)
+    add_routes(router, served)
+    return served
