@@ -18,6 +18,7 @@ channels). A connection to any other path is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +27,8 @@ import socketio
 
 from oe_web_socketio import __version__
 from oe_web_socketio.auth import Authenticator
+from oe_web_socketio.bridge import Bridge
+from oe_web_socketio.bus import TrytonBus
 from oe_web_socketio.config import Config
 from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
@@ -37,6 +40,9 @@ from oe_web_socketio.server import use_websocket_transport
 from oe_web_socketio.sockets import Server, SocketIO
 
 logger = logging.getLogger(__name__)
+
+#: The notification channel of Tryton's bus (trytond's ``Bus._channel``).
+TRYTON_BUS_CHANNEL = "bus"
 
 #: Where Socket.IO is mounted (the client's ``path`` option, ``/socket.io/``).
 SOCKETIO_PATH = "socket.io"
@@ -88,8 +94,23 @@ def cors_allowed_origins(origins: tuple[str, ...]) -> str | list[str] | None:
     return list(origins)
 
 
-def tryton_host(config: Config) -> tuple[Authenticator, CursorPools] | None:
-    """The Tryton host of *config*: its authenticator and cursor pools.
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """What the server needs of its host application's database.
+
+    :ivar authenticator: validates the sessions clients present.
+    :ivar pools: the read-only cursor pools.
+    :ivar conninfo: the libpq connection string of a database, by name.
+    """
+
+    authenticator: Authenticator
+    pools: CursorPools
+    conninfo: Callable[[str], str]
+
+
+def tryton_host(config: Config) -> Host | None:
+    """The Tryton host of *config*: its authenticator, cursor pools and
+    connection strings.
 
     ``None`` when no trytond configuration is given (no database, no
     authentication). Import this module only after
@@ -107,7 +128,7 @@ def tryton_host(config: Config) -> tuple[Authenticator, CursorPools] | None:
     authenticator = TrytonAuthenticator(
         pools, settings, config.databases, config.databases[0]
     )
-    return authenticator, pools
+    return Host(authenticator, pools, settings.conninfo)
 
 
 class Application:
@@ -118,6 +139,9 @@ class Application:
         refuses every client that presents one (anonymous clients may
         still connect where a namespace allows them).
     :param pools: the read-only cursor pools, closed at :meth:`shutdown`.
+    :param conninfo: the connection string of a database, by name; with
+        *pools*, the server runs the database bridge (:attr:`bridge`) and
+        serves the Tryton bus (:attr:`bus`), once :meth:`start` is called.
     :raises NamespaceError: a namespace cannot be registered (see
         :class:`~oe_web_socketio.sockets.SocketIO`).
 
@@ -133,9 +157,12 @@ class Application:
         config: Config,
         authenticator: Authenticator | None = None,
         pools: CursorPools | None = None,
+        conninfo: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
         self.pools = pools
+        self.bridge: Bridge | None = None
+        self.bus: TrytonBus | None = None
         self.sio = Server(**socketio_options(config))
         # So that a WebSocket ends with its Engine.IO session.
         use_websocket_transport(self.sio.eio)
@@ -155,14 +182,40 @@ class Application:
         if "/" not in self.socketio.namespaces:
             self.socketio.add_namespace("/", Namespace, origin="default")
         self.router = Router()
+        counters: dict[str, Callable[[], Any]] = {
+            "greenlets": self.socketio.count_greenlets
+        }
+        if pools is not None and conninfo is not None:
+            self.bus = TrytonBus.from_config(config, authenticator)
+            self.router.add(self.bus.route())
+            self.bridge = Bridge(
+                self.sio,
+                lambda: self.socketio.dispatchers,
+                pools,
+                conninfo,
+                config.databases,
+                consumers={TRYTON_BUS_CHANNEL: self.bus.notify},
+            )
+            self.bridge.history_max_age = config.history_max_age
+            self.bridge.history_max_count = config.history_max_count
+            self.socketio.settings.bridge = self.bridge
+            counters["listeners"] = self.bridge.health
+            counters["bus"] = self.bus.stats
         self.router.add(
             health_route(
                 version=__version__,
                 databases=config.databases,
                 count_clients=self.count_clients,
-                counters={"greenlets": self.socketio.count_greenlets},
+                counters=counters,
             )
         )
+        # Long-polling routes (entry point group oe_web_socketio.longpolling
+        # and Config.longpolling_modules) under Config.longpolling_path; with
+        # routes and a trytond_config, trytond's models are loaded.
+        # Raises RouteError, DuplicateRouteError, ConfigError.
+        from oe_web_socketio.longpolling import serve_longpolling
+
+        self.longpolling = serve_longpolling(self.router, config, authenticator)
         self._wsgi_app = socketio.WSGIApp(
             self.sio, self.router, socketio_path=SOCKETIO_PATH
         )
@@ -183,6 +236,11 @@ class Application:
                     clients.add(eio_sid)
         return len(clients)
 
+    def start(self) -> None:
+        """Start the background work: the database bridge's listeners."""
+        if self.bridge is not None:
+            self.bridge.start()
+
     def shutdown(self) -> None:
         """Close every client session and stop Socket.IO's background tasks.
 
@@ -196,5 +254,9 @@ class Application:
         for session in sessions:
             session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
         self.sio.shutdown()
+        if self.bus is not None:
+            self.bus.close()
+        if self.bridge is not None:
+            self.bridge.stop()
         if self.pools is not None:
             self.pools.close()

@@ -242,9 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _fail(str(exc))
         return EXIT_USAGE
-    authenticator, pools = host if host is not None else (None, None)
     try:
-        application = Application(config, authenticator, pools)
+        if host is None:
+            application = Application(config)
+        else:
+            application = Application(
+                config, host.authenticator, host.pools, host.conninfo
+            )
     except NamespaceError as exc:
         _fail(str(exc))
         return EXIT_USAGE
@@ -257,5 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info(
         "Listening on %s (databases: %s)", server.url, ", ".join(config.databases)
     )
+    application.start()
     serve(server, application)
     return EXIT_OK

@@ -92,8 +92,33 @@ class Config:
     :ivar namespaces: namespaces to serve besides those of the entry point
         group ``oe_web_socketio.namespaces``, each ``PATH=module:Class``.
     :ivar load_entry_points: whether to serve the namespaces of that entry
-        point group (every installed egg's); off for a server that must
-        serve exactly :attr:`namespaces`.
+        point group (every installed egg's), and the long-polling routes of
+        the group ``oe_web_socketio.longpolling``; off for a server that
+        must serve exactly :attr:`namespaces` and the routes of
+        :attr:`longpolling_modules`.
+    :ivar history_max_age: seconds a message published in the database is
+        kept for clients that resume (see :mod:`oe_web_socketio.bridge`);
+        a client away longer is told to resynchronise.
+    :ivar history_max_count: most messages kept per database for clients
+        that resume.
+    :ivar bus_long_polling_timeout: seconds a poll of the Tryton bus
+        (``POST /<db>/bus``) is held when no message comes, after which it
+        is answered the empty message (trytond's ``[bus]
+        long_polling_timeout``).
+    :ivar bus_cache_timeout: seconds a message of the Tryton bus is kept
+        for polls that come later (trytond's ``[bus] cache_timeout``).
+    :ivar longpolling_path: the prefix of every long-polling route
+        (:mod:`oe_web_socketio.longpolling`): ``/longpolling`` serves the
+        route ``/mainroute`` at ``/longpolling/mainroute``. A reverse
+        proxy must send that prefix to this server (the appliance's nginx
+        sends ``/longpolling/``).
+    :ivar longpolling_timeout: seconds a long-polling handler may wait for
+        news before the client is answered ``204 No Content`` (and polls
+        again). The reverse proxy's read timeout must be longer.
+    :ivar longpolling_modules: modules to import at start for the
+        long-polling routes they declare, besides those of the entry point
+        group ``oe_web_socketio.longpolling`` (see
+        :attr:`load_entry_points`, which covers that group too).
     """
 
     databases: tuple[str, ...] = ("oe",)
@@ -112,6 +137,13 @@ class Config:
     message_log_format: str | None = DEFAULT_MESSAGE_LOG_FORMAT
     namespaces: tuple[str, ...] = ()
     load_entry_points: bool = True
+    history_max_age: float = 86_400.0
+    history_max_count: int = 100_000
+    bus_long_polling_timeout: float = 300.0
+    bus_cache_timeout: float = 300.0
+    longpolling_path: str = "/longpolling"
+    longpolling_timeout: float = 60.0
+    longpolling_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -377,6 +409,23 @@ def _check_namespaces(specs: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_longpolling_path(path: str) -> str | None:
+    if not (path.startswith("/") and len(path) > 1 and not path.endswith("/")):
+        return f"must start with '/' and not end with '/', got {path!r}"
+    if "//" in path or any(char in path for char in "<>?#%\\ \t"):
+        return f"must be a plain path (no '//', placeholder, query or space): {path!r}"
+    if path == "/health" or path.split("/")[1] == "socket.io":
+        return f"{path!r} is taken by the server"
+    return None
+
+
+def _check_modules(modules: tuple[str, ...]) -> str | None:
+    for module in modules:
+        if not all(part.isidentifier() for part in module.split(".")):
+            return f"not a module name: {module!r}"
+    return None
+
+
 _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "databases": _check_databases,
     "interface": _check_interface,
@@ -392,4 +441,11 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "max_event_size": _at_least(1),
     "message_log_format": _check_message_log_format,
     "namespaces": _check_namespaces,
+    "history_max_age": _positive,
+    "history_max_count": _at_least(1),
+    "bus_long_polling_timeout": _positive,
+    "bus_cache_timeout": _positive,
+    "longpolling_path": _check_longpolling_path,
+    "longpolling_timeout": _positive,
+    "longpolling_modules": _check_modules,
 }
