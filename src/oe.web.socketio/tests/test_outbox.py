@@ -457,6 +457,36 @@ def test_prune_threshold_counts_age_too(db):
     assert db.execute(outbox.PRUNE_THRESHOLD, (3 * 3600, 100)).fetchone()[0] <= 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the age rule takes the highest old position: a transaction that "
+    "began long ago and committed last prunes every younger message before it",
+)
+def test_a_late_commit_of_an_old_transaction_prunes_no_younger_message(db, connect):
+    create(db)
+    slow = connect()
+    slow.execute("BEGIN")
+    outbox.publish(slow.cursor(), "begun two hours ago")
+    slow.execute(
+        f"UPDATE {outbox.TABLE} SET create_date = create_date - interval '2 hours'"
+    )
+    published_and_positioned(db, 3)
+    slow.execute("COMMIT")
+    (xid,) = db.execute(
+        f"SELECT xid::text FROM {outbox.TABLE} WHERE position IS NULL"
+    ).fetchone()
+    assign(db, [xid])
+    assert [payload for _, payload in by_position(db)] == [
+        1,
+        2,
+        3,
+        "begun two hours ago",
+    ]
+    # Messages 1 to 3 are seconds old: kept for an hour, they must not go.
+    (through,) = db.execute(outbox.PRUNE_THRESHOLD, (3600, 100)).fetchone()
+    assert through is None or through < 1
+
+
 def test_an_empty_outbox_has_no_threshold_and_delivers_from_pruned(db):
     create(db)
     assert db.execute(outbox.PRUNE_THRESHOLD, (3600, 3)).fetchone() == (None,)
