@@ -13,6 +13,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from .appliance import ROOT
 from .longpolling_server import LongPollingServer, PgProxy, http
-from .tryton import Session, Trytond
+from .tryton import Session, Trytond, free_port
 
 #: Cursors of the main server under test.
 MAX_CURSOR = 8
@@ -30,6 +33,9 @@ TIMEOUT = 2
 
 #: The connections of the server's models in pg_stat_activity.
 ORM_APPLICATION = "oe_web_socketio/orm"
+
+#: The script that drives js/longpolling.js.
+JS_CLIENT = ROOT / "tests" / "node" / "longpolling-client.mjs"
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +361,7 @@ def test_pool_exhausted_is_503_with_retry_after(tryton_db, user, tmp_path):
         holder: list = []
         thread = threading.Thread(
             target=lambda: holder.append(
-                busy.request("/t/sleep", session=user, params={"seconds": "3"})
+                busy.request("/t/sleep", session=user, params={"seconds": "5"})
             )
         )
         thread.start()
@@ -370,6 +376,18 @@ def test_pool_exhausted_is_503_with_retry_after(tryton_db, user, tmp_path):
             status, headers, body = busy.request("/t/whoami", session=user)
             assert (status, headers["Retry-After"]) == (503, "5")
             assert "try again later" in json.loads(body)["error"]
+            # The JavaScript client is told when to come back.
+            (error,) = [
+                line
+                for line in run_js(
+                    busy.url,
+                    "/t/whoami",
+                    session=js_session(user),
+                    stopAfter={"errors": 1},
+                )
+                if line["type"] == "error"
+            ]
+            assert (error["status"], error["retryAfter"]) == (503, 5)
         finally:
             thread.join(30)
         assert holder[0][0] == 200
@@ -379,6 +397,10 @@ def test_pool_exhausted_is_503_with_retry_after(tryton_db, user, tmp_path):
             r"Cannot answer GET /longpolling/t/whoami .* busy", busy.log_text()[logged:]
         )
         assert len(busy_lines) == 1
+        assert (
+            len(re.findall(r"Cannot answer POST .* busy", busy.log_text()[logged:]))
+            == 1
+        )
     finally:
         busy.stop()
 
@@ -537,3 +559,92 @@ def test_nginx_sends_the_prefix_to_the_realtime_server(appliance):
     )
     assert status == 200
     assert json.loads(body)["login"] == "admin"
+
+
+# -- the JavaScript client --------------------------------------------------
+
+
+def js_session(session: Session, database: str | None = None) -> dict:
+    """*session* as Tryton's web client keeps it."""
+    value = {"login": session.login, "user_id": session.uid, "session": session.key}
+    if database is not None:
+        value["database"] = database
+    return value
+
+
+def run_js(url: str, path: str, timeout: float = 60, **config) -> list[dict]:
+    """Run js/longpolling.js against *url* with node; return what it reported."""
+    node = shutil.which("node")
+    assert node, "node is not on PATH (make build installs it)"
+    result = subprocess.run(
+        [node, str(JS_CLIENT), json.dumps({"url": url, "path": path, **config})],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1] == {"type": "stopped"}, lines
+    return lines
+
+
+def test_js_client_polls_again_after_each_answer(server):
+    lines = run_js(
+        server.url, "/t/echo/js", params={"x": 1}, stopAfter={"successes": 3}
+    )
+    assert [line["type"] for line in lines] == ["fetch", "success"] * 3 + ["stopped"]
+    assert {
+        json.dumps(line["data"]) for line in lines if line["type"] == "success"
+    } == {json.dumps({"word": "js", "params": {"x": 1}, "uid": None, "context": {}})}
+
+
+def test_js_client_waits_for_the_promise_success_returns(server):
+    lines = run_js(
+        server.url, "/t/echo/js", successDelayMs=200, stopAfter={"successes": 3}
+    )
+    events = [(line["type"], line.get("n")) for line in lines]
+    # Each poll starts only once the previous answer is dealt with.
+    for n in (1, 2):
+        assert events.index(("success-done", n)) < events.index(("fetch", n + 1))
+    assert events.index(("success", 1)) < events.index(("success-done", 1))
+
+
+def test_js_client_polls_again_after_a_timeout_without_calling_back(server):
+    lines = run_js(server.url, "/t/wait", stopAfter={"fetches": 2})
+    # Two polls answered 204: neither success nor error.
+    assert [line["type"] for line in lines] == ["fetch", "fetch", "stopped"]
+
+
+def test_js_client_sends_the_tryton_session(server, user, tryton_db):
+    lines = run_js(
+        server.url,
+        "/t/whoami",
+        session=js_session(user, tryton_db.name),
+        stopAfter={"successes": 1},
+    )
+    (success,) = [line for line in lines if line["type"] == "success"]
+    assert (success["data"]["uid"], success["data"]["login"]) == (user.uid, "lp_user")
+
+
+def test_js_client_stops_when_refused(server, user):
+    forged = js_session(Session(user.login, user.uid, "2" * 64))
+    lines = run_js(server.url, "/t/whoami", session=forged, stopAfter={"fetches": 5})
+    assert [line["type"] for line in lines] == ["fetch", "error", "stopped"]
+    assert (lines[1]["status"], lines[1]["body"]) == (
+        401,
+        {"error": "invalid or expired session"},
+    )
+
+
+def test_js_client_retries_after_network_errors(server):
+    closed = f"http://127.0.0.1:{free_port()}"
+    lines = run_js(
+        closed,
+        "/t/echo/x",
+        options={"minDelay": 10, "maxDelay": 40},
+        stopAfter={"errors": 3},
+    )
+    assert [line["type"] for line in lines] == ["fetch", "error"] * 3 + ["stopped"]
+    assert {line["status"] for line in lines if line["type"] == "error"} == {0}

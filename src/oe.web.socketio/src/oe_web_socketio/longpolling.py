@@ -26,7 +26,8 @@ or ``http``) and ``mustbeauthenticated`` (default ``True``); a wrong
 argument raises :class:`RouteError` at declaration, naming the route and
 the argument. Stacked decorators serve one function at several paths.
 
-The protocol, for every route (``GET`` or ``POST``):
+The protocol, for every route (``GET`` or ``POST``; ``HEAD`` is answered
+as ``GET`` without the body, as every route of the router):
 
 * Parameters: the path's placeholders, the query string, and a ``POST``
   body that is a JSON object (``Content-Type: application/json``) or a
@@ -57,8 +58,17 @@ The protocol, for every route (``GET`` or ``POST``):
   ``405`` (:class:`~oe_web_socketio.routing.Router`).
 
 Invariants: a handler's transaction ends (rolled back, its cursor free)
-before its answer is sent, whatever the handler did; and it never holds a
-cursor while it waits (:meth:`LongPollingRequest.wait` ends it first).
+before its answer is sent, whatever the handler did; and a handler
+waiting in :meth:`LongPollingRequest.wait` holds no cursor (it ends the
+transaction first).
+
+Caveats: the time limit applies to :meth:`LongPollingRequest.wait` and,
+through PostgreSQL's ``statement_timeout`` (``longpolling_timeout``
+seconds), to each SQL statement; a handler blocked any other way (a
+``gevent.sleep``, a call to another server) is not interrupted, and
+holds its transaction meanwhile if one is open. Handlers run in the
+request's greenlet: one that spawns greenlets must not use the models in
+them.
 
 Importing this module imports neither gevent's patch nor trytond: the
 models come through :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`,
@@ -113,7 +123,7 @@ ENTRY_POINT_GROUP = "oe_web_socketio.longpolling"
 #: The values of a route's ``mode``.
 MODES = ("json", "http")
 
-#: Methods every route accepts.
+#: Methods every route accepts (and HEAD, which werkzeug adds to GET).
 METHODS = frozenset({"GET", "POST"})
 
 #: The header naming the database of a request.
