@@ -291,6 +291,26 @@ def test_a_waiting_handler_holds_no_cursor(server, tryton_db, user):
     assert [status for status, _, _ in results] == [204]
 
 
+def test_the_example_clock_wakes_every_waiting_client_with_one_tick(
+    tmp_path, tryton_db
+):
+    # The example's clock ticks every 5 s: a timeout above that.
+    clocked = LongPollingServer(
+        tmp_path, tryton_db.name, settings={"longpolling_timeout": 15}
+    )
+    try:
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            ticks = list(
+                pool.map(lambda _: clocked.json("/example/tick")["tick"], range(5))
+            )
+    finally:
+        clocked.stop()
+    # Most likely all five waited for the same tick; at worst the first
+    # ones were answered one tick before the others.
+    assert 1 <= len(set(ticks)) <= 2
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", t) for t in ticks)
+
+
 # -- the cursor pool ---------------------------------------------------------
 
 
