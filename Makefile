@@ -31,7 +31,7 @@ BUILD_INPUTS := buildout.cfg appliance.cfg versions.cfg $(wildcard local.cfg) \
 	supervisord.conf.in $(wildcard templates/*.in) \
 	src/oe.web.socketio/pyproject.toml src/oe.web.socketio/setup.py \
 	addons/web_socketio/setup.py addons/web_socketio/tryton.cfg \
-	examples/chat/pyproject.toml
+	examples/chat/pyproject.toml examples/longpolling/pyproject.toml
 
 .PHONY: run test build deps stop
 

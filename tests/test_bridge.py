@@ -410,12 +410,17 @@ def test_past_the_retention_window_clients_resync(
         + "history_max_count = 3\n"
     )
     publish(tryton_db, "first", channel=channel)
-    with tryton_db.connect() as conn:
-        (first,) = conn.execute(
-            f"SELECT position FROM {outbox.TABLE} WHERE channel = %s", (channel,)
-        ).fetchone() or (None,)
-        (epoch,) = conn.execute(outbox.STATE).fetchone()[:1]
     # Positioned by the module's server, which listens all along.
+    deadline = time.monotonic() + DEADLINE
+    with tryton_db.connect() as conn:
+        while True:
+            (first,) = conn.execute(
+                f"SELECT position FROM {outbox.TABLE} WHERE channel = %s", (channel,)
+            ).fetchone()
+            if first is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        (epoch,) = conn.execute(outbox.STATE).fetchone()[:1]
     assert first is not None
     publish(tryton_db, *range(5), channel=channel)
     server = RealtimeServer(

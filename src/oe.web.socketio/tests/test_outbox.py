@@ -457,11 +457,6 @@ def test_prune_threshold_counts_age_too(db):
     assert db.execute(outbox.PRUNE_THRESHOLD, (3 * 3600, 100)).fetchone()[0] <= 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the age rule takes the highest old position: a transaction that "
-    "began long ago and committed last prunes every younger message before it",
-)
 def test_a_late_commit_of_an_old_transaction_prunes_no_younger_message(db, connect):
     create(db)
     slow = connect()

@@ -213,7 +213,7 @@ class Bridge:
                 self.conninfo(database),
                 handlers,
                 on_connect=lambda conn, s=state: self._connected(s, conn),
-                on_idle=lambda conn, s=state: self._maybe_prune(s, conn),
+                on_idle=lambda conn, s=state: self._catch_up(s, conn),
             )
             state.listener.start()
 
@@ -265,12 +265,19 @@ class Bridge:
                 )
             state.epoch = epoch
             state.advance(last or 0)
+        self._catch_up(state, conn)
+
+    def _catch_up(self, state: Outbox, conn: psycopg.Connection) -> None:
+        """Give positions to committed rows whose notification nobody
+        handled (no server listened, or handling it failed), deliver what
+        is new, prune when it is time. Run after each connection and
+        while idle."""
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
             missed = conn.execute(outbox.ASSIGN_MISSED_POSITIONS).rowcount
         if missed > 0:
             logger.info(
-                "%d message(s) of %r committed while no server listened",
+                "%d message(s) of %r committed without a notification handled",
                 missed,
                 state.database,
             )

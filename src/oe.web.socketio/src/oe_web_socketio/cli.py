@@ -234,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level)
 
     from oe_web_socketio.app import Application, tryton_host
+    from oe_web_socketio.longpolling import RouteError
+    from oe_web_socketio.routing import DuplicateRouteError
     from oe_web_socketio.server import make_server
     from oe_web_socketio.sockets import NamespaceError
 
@@ -249,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             application = Application(
                 config, host.authenticator, host.pools, host.conninfo
             )
-    except NamespaceError as exc:
+    except (NamespaceError, RouteError, DuplicateRouteError, ConfigError) as exc:
         _fail(str(exc))
         return EXIT_USAGE
     server = make_server(config, application)

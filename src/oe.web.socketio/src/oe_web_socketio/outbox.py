@@ -158,14 +158,20 @@ WHERE pruned_through < %(through)s"""
 XIDS_WITH_ROWS = f"""\
 SELECT DISTINCT xid::text FROM {TABLE} WHERE xid = ANY(%s::text[]::xid8[])"""
 
-#: The position below which messages are too old or too many (``NULL``
-#: when none is), given a maximum age in seconds and a count to keep.
+#: The position at and below which messages are too old or too many
+#: (``NULL`` when none is), given a maximum age in seconds and a count to
+#: keep. Too old means below the lowest young message: ``create_date`` is
+#: when the transaction wrote the row, so a transaction that began long
+#: ago and committed last is old at the top; it must not take younger
+#: messages with it.
 PRUNE_THRESHOLD = f"""\
 SELECT greatest(
-    (SELECT max(position) FROM {TABLE}
-        WHERE position IS NOT NULL
-        AND create_date < (CURRENT_TIMESTAMP AT TIME ZONE 'UTC')
-            - make_interval(secs => %s)),
+    coalesce(
+        (SELECT min(position) - 1 FROM {TABLE}
+            WHERE position IS NOT NULL
+            AND create_date >= (CURRENT_TIMESTAMP AT TIME ZONE 'UTC')
+                - make_interval(secs => %s)),
+        (SELECT max(position) FROM {TABLE})),
     (SELECT max(position) - %s FROM {TABLE}))"""
 
 
