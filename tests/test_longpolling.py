@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from oe_web_socketio import outbox
 
 from .appliance import ROOT
 from .longpolling_server import LongPollingServer, PgProxy, http
@@ -668,3 +669,48 @@ def test_js_client_retries_after_network_errors(server):
     )
     assert [line["type"] for line in lines] == ["fetch", "error"] * 3 + ["stopped"]
     assert {line["status"] for line in lines if line["type"] == "error"} == {0}
+
+
+def test_a_handler_listens_to_the_database_bridge_missing_nothing(
+    server, tryton_db, user
+):
+    def publish(message):
+        with tryton_db.connect() as conn, conn.transaction():
+            outbox.publish(conn.cursor(), message, "notices")
+
+    def positioned(message):
+        with tryton_db.connect() as conn:
+            (epoch,) = conn.execute(outbox.STATE).fetchone()[:1]
+            row = conn.execute(
+                f"SELECT position FROM {outbox.TABLE} "
+                "WHERE channel = 'notices' AND payload::jsonb = %s::jsonb",
+                (json.dumps(message),),
+            ).fetchone()
+        return outbox.format_position(epoch, row[0]) if row and row[0] else None
+
+    before = {"n": time.monotonic_ns()}
+    publish(before)
+    since = wait_for(lambda: positioned(before), what="a position")
+    one = {"n": "one", "nonce": since}
+    publish(one)
+    wait_for(lambda: positioned(one), what="a position")
+    # Published before the poll: it comes at once.
+    answer = server.json("/example/notices", session=user, params={"since": since})
+    assert [item["message"] for item in answer] == [one]
+    # Published while the next poll waits (or before it reads): it comes.
+    results: list = []
+    poller = threading.Thread(
+        target=lambda: results.append(
+            server.json(
+                "/example/notices",
+                session=user,
+                params={"since": answer[-1]["position"]},
+            )
+        )
+    )
+    poller.start()
+    two = {"n": "two", "nonce": since}
+    publish(two)
+    poller.join(30)
+    assert [item["message"] for item in results[0]] == [two]
+    assert results[0][0]["channel"] == "notices"

@@ -12,6 +12,13 @@
   "2025-01-01T12:00:05+00:00"}``: many clients wait on one gevent event,
   and none holds a database cursor meanwhile.
 
+* ``GET /longpolling/example/notices?since=<position>`` (Tryton session
+  required): the messages ERP code published on the channel ``notices``
+  (``publish("notices", …)`` of the Tryton module ``web_socketio``) since
+  the position the client saw last, or the next one:
+  ``[{"message", "channel", "position"}, …]``; the client passes the last
+  ``position`` back as ``since``, so it misses none between two polls.
+
 From a page, with the project's JavaScript client (js/longpolling.js)::
 
     start_longpolling(session, "/example/tick", {}, (data) => show(data.tick));
@@ -26,7 +33,7 @@ import gevent
 import gevent.event
 from oe_web_socketio.longpolling import LongPollingRequest, longpolling
 
-__all__ = ["Clock", "clock", "hello", "tick", "whoami"]
+__all__ = ["Clock", "clock", "hello", "notices", "tick", "whoami"]
 
 
 class Clock:
@@ -81,3 +88,8 @@ def tick(request: LongPollingRequest) -> dict[str, str]:
     # Past the long-polling timeout, wait() raises PollTimeout: the client
     # gets 204 and polls again.
     return {"tick": request.wait(clock.next_tick())}
+
+
+@longpolling.route("/example/notices")
+def notices(request: LongPollingRequest, since: str | None = None) -> list[Any]:
+    return request.listen("notices", since)

@@ -215,7 +215,9 @@ class Application:
         # Raises RouteError, DuplicateRouteError, ConfigError.
         from oe_web_socketio.longpolling import serve_longpolling
 
-        self.longpolling = serve_longpolling(self.router, config, authenticator)
+        self.longpolling = serve_longpolling(
+            self.router, config, authenticator, self.bridge
+        )
         self._wsgi_app = socketio.WSGIApp(
             self.sio, self.router, socketio_path=SOCKETIO_PATH
         )

@@ -186,6 +186,10 @@ class Bridge:
         self.outboxes = {database: Outbox(database) for database in self.databases}
         #: The sockets with an adapter, by database and channel.
         self._adapters: dict[tuple[str, str], set[Namespace]] = defaultdict(set)
+        #: Who waits for the next message, by database and channel.
+        self._waiters: dict[tuple[str, str], set[gevent.event.AsyncResult]] = (
+            defaultdict(set)
+        )
         self._publishers: dict[str, psycopg.Connection] = {}
         self._publish_lock = gevent.lock.BoundedSemaphore()
 
@@ -374,11 +378,14 @@ class Bridge:
                 )
         if channel is not None and sid is None:
             listeners = self._adapters.get((state.database, channel))
-            if listeners:
+            waiters = self._waiters.pop((state.database, channel), None)
+            if listeners or waiters:
                 message = Message(state.database, position, token, channel, payload)
-                for socket in list(listeners):
+                for socket in list(listeners or ()):
                     if namespace is None or namespace == socket.path:
                         socket.adapter_queue.offer(message)
+                for waiter in waiters or ():
+                    waiter.set([message])
 
     def _maybe_prune(self, state: Outbox, conn: psycopg.Connection) -> None:
         now = time.monotonic()
@@ -477,6 +484,63 @@ class Bridge:
                 return {"position": state.token(until), "replayed": replayed}
         # Messages keep coming faster than this client reads them.
         return self._resync(socket, state, rejoin, "too far behind", token)
+
+    def wait_messages(
+        self, database: str, channel: str, since: Any, timeout: float
+    ) -> list[Message]:
+        """The messages published on *channel* of *database* after the
+        position *since* (a client's ``position``), or, when there are none
+        or *since* is not a position of this database, the next one, waited
+        for up to *timeout* seconds: for long-polling handlers (see
+        :meth:`oe_web_socketio.longpolling.LongPollingRequest.wait`).
+
+        :raises TimeoutError: nothing came in time.
+        :raises DatabaseUnavailable: the bridge of *database* is not
+            connected, or the database cannot be read.
+        """
+        state = self.outboxes.get(database)
+        if state is None or state.epoch is None:
+            raise DatabaseUnavailable(database, "the database bridge is not connected")
+        key = (database, channel)
+        waiter: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        # Waiting before reading: what is delivered during the read wakes
+        # the waiter, nothing falls in between.
+        self._waiters[key].add(waiter)
+        try:
+            parsed = outbox.parse_position(since)
+            until = state.delivered
+            if parsed is not None and parsed[0] == state.epoch and parsed[1] < until:
+                with self.pools.cursor(database) as cursor:
+                    rows = cursor.execute(
+                        outbox.MESSAGES_ON,
+                        {
+                            "after": parsed[1],
+                            "until": until,
+                            "channel": channel,
+                            "limit": self.page_size,
+                        },
+                    ).fetchall()
+                if rows:
+                    return [
+                        Message(
+                            database,
+                            row[0],
+                            state.token(row[0]),
+                            channel,
+                            json.loads(row[4]),
+                        )
+                        for row in rows
+                    ]
+            try:
+                return list(waiter.get(timeout=timeout))
+            except gevent.Timeout:
+                raise TimeoutError(f"no message on {channel!r}") from None
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[key]
 
     def _read(
         self, socket: Namespace, database: str, after: int, until: int

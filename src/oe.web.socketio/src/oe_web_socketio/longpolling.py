@@ -111,6 +111,7 @@ from oe_web_socketio.exceptions import (
 from oe_web_socketio.routing import HTTPError, Request, Response, Route, Router
 
 if TYPE_CHECKING:
+    from oe_web_socketio.bridge import Bridge
     from oe_web_socketio.config import Config
     from oe_web_socketio.hosts.tryton_orm import TrytonORM
 
@@ -352,7 +353,9 @@ class LongPollingRequest:
         timeout: float,
         orm: TrytonORM | None,
         started: float | None = None,
+        bridge: Bridge | None = None,
     ) -> None:
+        self.bridge = bridge
         self.http = http
         self.database = database
         self.identity = identity
@@ -527,6 +530,34 @@ class LongPollingRequest:
             return True
         raise TypeError(f"cannot wait for {waitable!r}")
 
+    def listen(
+        self, channel: str, since: Any = None, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait for messages published in the database on *channel* (see
+        :mod:`oe_web_socketio.outbox`): those after the position *since*
+        the client saw last, at once if there are some, else the next one.
+        Like :meth:`wait`, no cursor is held while waiting.
+
+        :returns: ``[{"message", "channel", "position"}, …]``, in order;
+            the client passes the last ``position`` back as *since*.
+        :raises PollTimeout: nothing came in time (``204``).
+        :raises DatabaseUnavailable: the server has no database bridge,
+            or it is not connected (``503``).
+        """
+        if self.bridge is None:
+            raise DatabaseUnavailable(
+                self.database, "this server has no database bridge"
+            )
+        bridge, database = self.bridge, self.database
+        messages = self.wait(
+            lambda seconds: bridge.wait_messages(database, channel, since, seconds),
+            timeout,
+        )
+        return [
+            {"message": m.payload, "channel": m.channel, "position": m.token}
+            for m in messages
+        ]
+
 
 # -- serving routes ---------------------------------------------------------
 
@@ -542,6 +573,7 @@ class Settings:
     :ivar max_body: the largest request body accepted, in bytes.
     :ivar authenticator: validates sessions; ``None`` refuses them all.
     :ivar orm: the models; ``None`` when the server has no trytond.
+    :ivar bridge: the database bridge; ``None`` when the server has none.
     """
 
     prefix: str
@@ -551,6 +583,7 @@ class Settings:
     max_body: int = 1_000_000
     authenticator: Authenticator | None = None
     orm: TrytonORM | None = None
+    bridge: Bridge | None = None
 
 
 class Endpoint:
@@ -602,6 +635,7 @@ class Endpoint:
             timeout=self.settings.timeout,
             orm=self.settings.orm,
             started=started,
+            bridge=self.settings.bridge,
         )
         token = _current.set(request)
         try:
@@ -844,7 +878,10 @@ def load_routes(
 
 
 def serve_longpolling(
-    router: Router, config: Config, authenticator: Authenticator | None
+    router: Router,
+    config: Config,
+    authenticator: Authenticator | None,
+    bridge: Bridge | None = None,
 ) -> list[Endpoint]:
     """Serve on *router* the long-polling routes *config* asks for: those of
     the entry point group (unless ``load_entry_points`` is off) and of
@@ -883,6 +920,7 @@ def serve_longpolling(
         max_body=config.max_http_buffer_size,
         authenticator=authenticator,
         orm=orm,
+        bridge=bridge,
     )
     served = endpoints(specs, settings)
     add_routes(router, served)

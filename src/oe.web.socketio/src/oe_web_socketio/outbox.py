@@ -148,6 +148,13 @@ WHERE position > %(after)s AND position <= %(until)s
     AND (channel IS NULL OR channel = ANY(%(channels)s))
 ORDER BY position LIMIT %(limit)s"""
 
+#: Messages on a channel after a position up to another, in order.
+MESSAGES_ON = f"""\
+SELECT {COLUMNS} FROM {TABLE}
+WHERE position > %(after)s AND position <= %(until)s
+    AND sid IS NULL AND channel = %(channel)s
+ORDER BY position LIMIT %(limit)s"""
+
 #: Deletes the messages at or below a position, and says so in the state.
 PRUNE = f"""\
 WITH done AS (DELETE FROM {TABLE} WHERE position <= %(through)s)
