@@ -6,7 +6,6 @@ import subprocess
 import psycopg
 import pytest
 
-from .appliance import ROOT, Appliance
 from .tryton import (
     Trytond,
     create_database,
@@ -14,25 +13,6 @@ from .tryton import (
     drop_database,
     new_password,
 )
-
-
-@pytest.fixture(scope="session")
-def appliance():
-    """This checkout's appliance, running.
-
-    Started with ``bin/start --daemon`` (creating its database on first run)
-    unless it already runs; stopped at the end only if started here.
-    """
-    stack = Appliance(ROOT)
-    started_here = not stack.supervisord_running()
-    result = stack.run("start", "--daemon", timeout=900)
-    if result.returncode != 0:
-        if started_here:
-            stack.run("supervisorctl", "shutdown", timeout=120)
-        pytest.fail(f"bin/start failed: {result.stderr.strip()}")
-    yield stack
-    if started_here:
-        stack.run("supervisorctl", "shutdown", timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ the command a user would run.
 
 from __future__ import annotations
 
+import configparser
 import shutil
 import signal
 import socket
@@ -25,6 +26,12 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _develop_paths() -> list[str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "appliance.cfg", encoding="utf-8")
+    return parser["buildout"]["develop"].split()
 
 
 class ApplianceCopy(Appliance):
@@ -48,15 +55,14 @@ class ApplianceCopy(Appliance):
 
     @property
     def base_cfg(self) -> str:
+        # The develop eggs of this checkout's appliance.cfg, from here.
+        develop = "".join(f"\n    {ROOT / path}" for path in _develop_paths())
         return textwrap.dedent(
             f"""\
             [buildout]
             extends = buildout.cfg
             eggs-directory = {ROOT / "eggs"}
-            develop =
-                {ROOT / "src" / "oe.web.socketio"}
-                {ROOT / "addons" / "web_socketio"}
-                {ROOT / "examples" / "chat"}
+            develop = {{develop}}
             newest = false
 
             [ports]
@@ -64,7 +70,7 @@ class ApplianceCopy(Appliance):
             trytond = {self.ports[1]}
             socketio = {self.ports[2]}
             """
-        )
+        ).replace("{develop}", develop)
 
     ports: tuple[int, int, int] = (0, 0, 0)
 

@@ -233,8 +233,9 @@ def _drop(uri: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def scratch(request) -> Iterator[tuple[str, str]]:
-    """``(uri, name)`` of an empty database of this module, dropped after."""
+def scratch(request, appliance) -> Iterator[tuple[str, str]]:
+    """``(uri, name)`` of an empty database of this module, dropped after,
+    on the appliance's PostgreSQL (started if it does not run)."""
     uri = server_uri()
     name = f"{request.config.getoption('--db')}_outbox"
     _drop(uri, name)
