@@ -3,8 +3,9 @@
 One oe_web_socketio process (the appliance's ``bin/oe_web_socketio`` on a
 free loopback port) serves a database of its own, ``oe_bench_bridge``,
 created on the appliance's PostgreSQL (``[database] uri`` of
-etc/trytond.conf) and dropped at the end; the server creates the outbox
-there itself, nothing of Tryton is needed. S Socket.IO clients (the
+etc/trytond.conf) and dropped at the end, with the outbox tables
+(:func:`oe_web_socketio.outbox.ensure_schema`, what the Tryton module does
+when it is activated); nothing else of Tryton is needed. S Socket.IO clients (the
 official Node socket.io-client, WebSocket, in ``--workers`` processes of
 ``bench/bridge_clients.mjs``) subscribe to one channel with
 ``resume(null, [channel])``. This process then publishes M messages
@@ -118,6 +119,11 @@ def create_database(uri: str) -> None:
     drop_database(uri)
     with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    with (
+        psycopg.connect(uri, dbname=DATABASE, autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        outbox.ensure_schema(conn.cursor())
 
 
 # --- the server

@@ -500,6 +500,12 @@ def test_postgresql_restarted_mid_stream_loses_no_committed_message(
 ):
     database = "bridge_restart"
     cluster.create_database(database)
+    # What the Tryton module does when it is activated.
+    with (
+        psycopg.connect(cluster.uri(database), autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        outbox.ensure_schema(conn.cursor())
     (tmp_path / "trytond.conf").write_text(f"[database]\nuri = {cluster.uri()}\n")
     (tmp_path / "oe_web_socketio.conf").write_text(
         "[oe_web_socketio]\n"

@@ -43,8 +43,8 @@ class Outbox(Model):
     @classmethod
     def __register__(cls, module_name):
         super().__register__(module_name)
-        # The table is plain SQL (oe_web_socketio.outbox), shared with
-        # oe_web_socketio, which creates it too if this module is missing.
+        # The tables are plain SQL (oe_web_socketio.outbox), which
+        # oe_web_socketio reads; it never creates them itself.
         outbox.ensure_schema(_cursor())
 
     @classmethod

@@ -115,6 +115,8 @@ class Outbox:
         self.delivered = 0
         self.listener: Listener | None = None
         self.last_prune = float("-inf")
+        #: Whether the absence of the outbox was logged.
+        self.missing_reported = False
         self._progress = gevent.event.Event()
 
     def advance(self, position: int) -> None:
@@ -255,8 +257,29 @@ class Bridge:
     def _connected(self, state: Outbox, conn: psycopg.Connection) -> None:
         """Catch up after a (re)connection: positions for what was
         committed meanwhile, then deliver what this server has not."""
-        with conn.transaction():
-            outbox.ensure_schema(conn.cursor())
+        if self._find_outbox(state, conn):
+            self._catch_up(state, conn)
+
+    def _find_outbox(self, state: Outbox, conn: psycopg.Connection) -> bool:
+        """Read the outbox's epoch; whether the database has an outbox.
+
+        The server never creates it: the Tryton module ``web_socketio``
+        does when it is activated (another host calls
+        :func:`oe_web_socketio.outbox.ensure_schema`). Until then the
+        listener serves the other channels (Tryton's bus) and looks again
+        while idle.
+        """
+        (found,) = conn.execute(outbox.HAS_OUTBOX).fetchone() or (False,)
+        if not found:
+            if not state.missing_reported:
+                state.missing_reported = True
+                logger.warning(
+                    "No outbox in %r: messages published in the database are "
+                    "not delivered until it exists (activate the Tryton module "
+                    "web_socketio)",
+                    state.database,
+                )
+            return False
         epoch, _pruned = conn.execute(outbox.STATE).fetchone() or (None, 0)
         if epoch != state.epoch:
             # First connection, or the outbox was created anew: what is
@@ -269,13 +292,17 @@ class Bridge:
                 )
             state.epoch = epoch
             state.advance(last or 0)
-        self._catch_up(state, conn)
+            if state.missing_reported:
+                logger.info("Found the outbox of %r", state.database)
+        return True
 
     def _catch_up(self, state: Outbox, conn: psycopg.Connection) -> None:
         """Give positions to committed rows whose notification nobody
         handled (no server listened, or handling it failed), deliver what
         is new, prune when it is time. Run after each connection and
         while idle."""
+        if state.epoch is None and not self._find_outbox(state, conn):
+            return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
             missed = conn.execute(outbox.ASSIGN_MISSED_POSITIONS).rowcount
@@ -291,6 +318,8 @@ class Bridge:
     def _notified(
         self, state: Outbox, conn: psycopg.Connection, payloads: list[str]
     ) -> None:
+        if state.epoch is None and not self._find_outbox(state, conn):
+            return
         xids = outbox.xids(payloads)
         for payload in payloads:
             if not outbox.is_xid(payload):

@@ -120,6 +120,9 @@ LAST_POSITION = f"""\
 SELECT CASE WHEN is_called THEN last_value ELSE 0 END
 FROM {TABLE}_position_seq"""
 
+#: Whether the outbox exists (its state table is created last).
+HAS_OUTBOX = f"SELECT to_regclass('{TABLE}_state') IS NOT NULL"
+
 #: The epoch of the outbox and the highest position pruned.
 STATE = f"SELECT epoch::text, pruned_through FROM {TABLE}_state"
 
