@@ -27,8 +27,8 @@ def appliance():
     result = stack.run("start", "--daemon", timeout=900)
     if result.returncode != 0:
         if started_here:
-            stack.run("supervisorctl", "shutdown", timeout=120)
+            stack.shutdown()
         pytest.fail(f"bin/start failed: {result.stderr.strip()}")
     yield stack
     if started_here:
-        stack.run("supervisorctl", "shutdown", timeout=120)
+        stack.shutdown()

@@ -84,6 +84,15 @@ class Appliance:
     def supervisord_running(self) -> bool:
         return self.run("supervisorctl", "pid", timeout=30).returncode == 0
 
+    def shutdown(self, timeout: float = 120) -> None:
+        """Stop the stack and wait until supervisord, hence every program,
+        is gone: ``supervisorctl shutdown`` returns before they stop, with
+        their ports still taken."""
+        self.run("supervisorctl", "shutdown", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self.supervisord_running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     def status(self) -> dict[str, str]:
         """The state of each supervisor program, e.g. ``{'nginx': 'RUNNING'}``."""
         out = self.run("supervisorctl", "status", timeout=30).stdout

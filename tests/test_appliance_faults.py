@@ -101,7 +101,7 @@ def copy():
     object.__setattr__(appliance, "ports", (_free_port(), _free_port(), _free_port()))
     yield appliance
     if appliance.supervisord_running():
-        appliance.run("supervisorctl", "shutdown", timeout=120)
+        appliance.shutdown()
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -221,7 +221,7 @@ def test_a_postgresql_that_will_not_start(copy):
 def test_the_foreground_start_stops_the_stack_on_ctrl_c(copy):
     assert copy.configure().returncode == 0
     if copy.supervisord_running():
-        copy.run("supervisorctl", "shutdown")
+        copy.shutdown()
     # As in a terminal, SIGINT is at its default in the child (exec resets
     # pytest's handler); a background job of a non-interactive shell would
     # have it ignored instead.
@@ -268,7 +268,7 @@ def test_an_external_server_that_cannot_be_reached(copy):
         == 0
     )
     if copy.supervisord_running():
-        copy.run("supervisorctl", "shutdown")
+        copy.shutdown()
     line = _one_line_failure(copy.run("start", "--daemon"))
     assert "cannot connect to PostgreSQL" in line
     assert "check [postgresql] uri in local.cfg" in line
