@@ -213,31 +213,34 @@ class Listener:
             payloads.setdefault(notify.channel, []).append(notify.payload)
         for channel, texts in payloads.items():
             handler = self.handlers.get(channel)
-            if handler is None:
-                continue
-            try:
-                handler(conn, texts)
-            except psycopg.OperationalError:
-                raise
-            except Exception:
-                logger.exception(
-                    "Error handling %d notification(s) on %r of %r",
-                    len(texts),
-                    channel,
-                    self.database,
+            if handler is not None:
+                self._guarded(
+                    conn,
+                    f"handling {len(texts)} notification(s) on {channel!r}",
+                    handler,
+                    texts,
                 )
-                if conn.broken:
-                    raise
 
     def _run_hook(self, hook: ConnectionHook | None, conn: psycopg.Connection) -> None:
-        if hook is None:
-            return
+        if hook is not None:
+            self._guarded(conn, "the idle task", hook)
+
+    def _guarded(
+        self,
+        conn: psycopg.Connection,
+        what: str,
+        function: Callable[..., None],
+        *args: Any,
+    ) -> None:
+        """Run ``function(conn, *args)``: a lost connection ends the session
+        (the loop connects again); any other error is logged and the loop
+        goes on, unless it broke the connection."""
         try:
-            hook(conn)
+            function(conn, *args)
         except psycopg.OperationalError:
             raise
         except Exception:
-            logger.exception("Error in the idle task of %r", self.database)
+            logger.exception("Error in %s of %r", what, self.database)
             if conn.broken:
                 raise
 

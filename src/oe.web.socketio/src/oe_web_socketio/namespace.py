@@ -535,10 +535,11 @@ class Namespace:
             self.bridge.attach(self)
 
     def detach(self) -> None:
-        """Leave the database's rooms and stop the adapter's messages."""
+        """Stop the adapter's messages and, once the socket is
+        disconnecting, leave the database's rooms."""
         if self.bridge is not None:
             self.bridge.detach(self)
-        self._leave_rooms()
+        self._sync_rooms()
 
     def _sync_rooms(self) -> None:
         """Be in the bridge rooms of the database and channels, no others.
@@ -556,11 +557,6 @@ class Namespace:
         for room in wanted - self._rooms:
             self.server.enter_room(self.sid, room, namespace=self.path)
         self._rooms = wanted
-
-    def _leave_rooms(self) -> None:
-        for room in self._rooms:
-            self.server.leave_room(self.sid, room, namespace=self.path)
-        self._rooms = frozenset()
 
     def _require_bridge(self) -> Bridge:
         if self.bridge is None:
