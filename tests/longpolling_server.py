@@ -14,9 +14,7 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -24,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from .appliance import ROOT
+from .realtime import RealtimeServer
 from .tryton import Session, free_port
 
-#: Seconds the server has to answer /health after its start.
-STARTUP_TIMEOUT = 30.0
 
-
-class LongPollingServer:
-    """``bin/oe_web_socketio -c <test conf>`` serving *database*.
+class LongPollingServer(RealtimeServer):
+    """``bin/oe_web_socketio -c <test conf>`` serving *database*: a
+    :class:`~tests.realtime.RealtimeServer` with a configuration file of
+    the test's own.
 
     :param settings: more ``[oe_web_socketio]`` keys (``max_cursor``…).
     :param trytond_config: trytond's configuration (default: the
@@ -46,14 +44,13 @@ class LongPollingServer:
         settings: Mapping[str, Any] | None = None,
         trytond_config: Path | None = None,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = workdir / f"oe_web_socketio-{self.port}.conf"
-        self.log = workdir / f"oe_web_socketio-{self.port}.log"
+        port = free_port()
+        self.config = workdir / f"oe_web_socketio-{port}.conf"
+        log = workdir / f"oe_web_socketio-{port}.log"
         values = {
             "databases": database,
             "interface": "127.0.0.1",
-            "port": self.port,
+            "port": port,
             "trytond_config": trytond_config or ROOT / "etc" / "trytond.conf",
             "trusted_proxies": "127.0.0.1, ::1",
             "longpolling_modules": "tests.longpolling_routes",
@@ -66,34 +63,9 @@ class LongPollingServer:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
         )
-        self._log_file = self.log.open("w")
-        self.process = subprocess.Popen(
-            [
-                str(ROOT / "bin" / "oe_web_socketio"),
-                "-c",
-                str(self.config),
-                "--log-level",
-                "info",
-            ],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
+        super().__init__(
+            ROOT, database, log, args=("-c", str(self.config)), env=env, port=port
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                self._log_file.close()
-                raise RuntimeError(
-                    f"oe_web_socketio exited:\n{self.log_text()[-3000:]}"
-                )
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"no /health within {STARTUP_TIMEOUT} s")
-            time.sleep(0.1)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -128,17 +100,6 @@ class LongPollingServer:
         status, _, body = self.request(path, **kwargs)
         assert status == 200, (status, body)
         return json.loads(body)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL, by PID."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
-        self._log_file.close()
 
 
 def http(

@@ -59,6 +59,7 @@ class RealtimeServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._log_file.close()
                 raise RuntimeError(f"oe_web_socketio exited: {log.read_text()[-2000:]}")
             try:
                 self.health()
