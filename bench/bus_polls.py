@@ -59,8 +59,10 @@ from common import (  # noqa: E402
     free_port,
     percentile,
     raise_nofile_limit,
+    read_line,
     rss_bytes,
     stop,
+    wait_accepting,
     watchdog,
 )
 
@@ -237,19 +239,8 @@ def start_server(
             stderr=subprocess.STDOUT,
             preexec_fn=raise_child_nofile_limit,  # noqa: PLW1509 - no threads
         )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            if process.poll() is not None:
-                raise SystemExit(
-                    f"{target} exited with {process.returncode}: see {log}"
-                ) from None
-            time.sleep(0.1)
-    stop(process)
-    raise SystemExit(f"{target} did not start in {START_TIMEOUT} s: see {log}")
+    wait_accepting(process, port, START_TIMEOUT, f"{target} (log: {log})")
+    return process
 
 
 def trytond_port() -> int:
@@ -310,14 +301,6 @@ def publish(uri: str, database: str, channel: str) -> float:
         published = time.time()
         conn.execute("SELECT pg_notify('bus', %s)", [payload])
     return published
-
-
-def read_line(worker: subprocess.Popen, timeout: float, what: str) -> str:
-    with gevent.Timeout(timeout, False):
-        line = worker.stdout.readline()
-        if line:
-            return line
-    raise SystemExit(f"a client process sent no {what} in {timeout:g} s")
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import gevent
+
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -91,19 +93,37 @@ def start_target(target: str, port: int) -> subprocess.Popen:
         cwd=ROOT,
         preexec_fn=die_with_parent,  # noqa: PLW1509
     )
-    deadline = time.monotonic() + 30
+    wait_accepting(process, port, 30, f"{target} server")
+    return process
+
+
+def wait_accepting(
+    process: subprocess.Popen, port: int, timeout: float, what: str
+) -> None:
+    """Return once *port* of 127.0.0.1 accepts connections; exit if
+    *process* (*what*) ends first, or stop it and exit after *timeout*
+    seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
+            return
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(
-                    f"{target} server exited with {process.returncode}"
-                ) from None
+                raise SystemExit(f"{what} exited with {process.returncode}") from None
             time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"{target} server did not start")
+    stop(process)
+    raise SystemExit(f"{what} did not start in {timeout:g} s")
+
+
+def read_line(worker: subprocess.Popen, timeout: float, what: str) -> str:
+    """The next line a client process writes, waited for up to *timeout*
+    seconds (the process runs gevent: its pipes are cooperative)."""
+    with gevent.Timeout(timeout, False):
+        line = worker.stdout.readline()
+        if line:
+            return line
+    raise SystemExit(f"a client process sent no {what} in {timeout:g} s")
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -46,6 +46,7 @@ from common import (  # noqa: E402
     own_cpu_seconds,
     percentile,
     raise_nofile_limit,
+    read_line,
     start_target,
     stop,
     watchdog,
@@ -123,14 +124,6 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 # --- the benchmark
-
-
-def read_line(worker: subprocess.Popen, timeout: float, what: str) -> str:
-    with gevent.Timeout(timeout, False):
-        line = worker.stdout.readline()
-        if line:
-            return line
-    raise SystemExit(f"a client process sent no {what} in {timeout:g} s")
 
 
 def start_workers(args: argparse.Namespace, url: str) -> list[subprocess.Popen]:
