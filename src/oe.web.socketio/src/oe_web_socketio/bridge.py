@@ -242,16 +242,6 @@ class Bridge:
             for database, state in self.outboxes.items()
         }
 
-    def wait_listening(self, timeout: float) -> bool:
-        """Wait until every listener listens; return whether they do."""
-        deadline = time.monotonic() + timeout
-        for state in self.outboxes.values():
-            if state.listener is None or not state.listener.wait_listening(
-                max(0.0, deadline - time.monotonic())
-            ):
-                return False
-        return True
-
     # --- the listener's side
 
     def _connected(self, state: Outbox, conn: psycopg.Connection) -> None:

@@ -23,8 +23,7 @@ Invariants:
   :attr:`Listener.keepalive` seconds (a silent network failure is found
   within that time plus libpq's TCP keepalives) and ``on_idle`` runs;
 * :attr:`Listener.state` and :meth:`Listener.health` say whether it
-  listens now; :meth:`Listener.wait_listening` lets tests and callers
-  wait for it.
+  listens now.
 
 Import this module after :func:`oe_web_socketio.patch.patch`.
 """
@@ -38,7 +37,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
-import gevent.event
 import psycopg
 from psycopg import sql
 
@@ -115,7 +113,6 @@ class Listener:
         self.last_error: str | None = None
         #: When the listener last started listening (``time.time()``).
         self.listening_since: float | None = None
-        self._listening = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
         self._was_listening = False
@@ -133,11 +130,7 @@ class Listener:
         self._stopping = True
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=timeout)
-        self._set_state(State.STOPPED)
-
-    def wait_listening(self, timeout: float | None = None) -> bool:
-        """Wait until the listener listens; return whether it does."""
-        return self._listening.wait(timeout)
+        self.state = State.STOPPED
 
     def health(self) -> dict[str, Any]:
         """The state of the listener, for ``/health``."""
@@ -166,7 +159,7 @@ class Listener:
                 delay = self.backoff_min
             self.failures += 1
             self.last_error = " ".join(str(error).split()) or type(error).__name__
-            self._set_state(State.RECONNECTING)
+            self.state = State.RECONNECTING
             logger.warning(
                 "Listener of %r: %s; connecting again in %g s",
                 self.database,
@@ -191,7 +184,7 @@ class Listener:
                 self.on_connect(conn)
             self._was_listening = True
             self.listening_since = time.time()
-            self._set_state(State.LISTENING)
+            self.state = State.LISTENING
             logger.info(
                 "Listening on %s of %r",
                 ", ".join(map(repr, self.handlers)),
@@ -243,10 +236,3 @@ class Listener:
             logger.exception("Error in %s of %r", what, self.database)
             if conn.broken:
                 raise
-
-    def _set_state(self, state: State) -> None:
-        self.state = state
-        if state is State.LISTENING:
-            self._listening.set()
-        else:
-            self._listening.clear()
