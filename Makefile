@@ -16,7 +16,8 @@ PYTHON ?= python3
 CFG := $(if $(wildcard local.cfg),local.cfg,buildout.cfg)
 
 DEBIAN_PACKAGES := python3 python3-venv postgresql postgresql-client libpq5 \
-	nginx-light util-linux ca-certificates
+	nginx-light util-linux ca-certificates \
+	chromium fonts-dejavu-core
 # Node.js and npm come from Debian (nodejs, npm) only when the command is
 # not on PATH: a node installed otherwise (NodeSource, nvm, a tarball) is
 # used as it is, and apt-get must not install a second one beside it.

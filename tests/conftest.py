@@ -6,6 +6,7 @@ import subprocess
 import psycopg
 import pytest
 
+from .browser import browser, browser_context  # noqa: F401 (fixtures)
 from .tryton import (
     Trytond,
     create_database,
