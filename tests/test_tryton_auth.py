@@ -532,11 +532,8 @@ def test_at_most_max_cursor_connections(make_pools, trytond, admin_db, app_name)
         assert len(pids) == 3
         assert pools.stats(trytond.database).in_use == 3
         assert {pid for pid, _ in backends(admin_db, app_name)} == pids
-        started = time.monotonic()
         with pytest.raises(PoolTimeout) as info, pools.cursor(trytond.database):
             pass
-        waited = time.monotonic() - started
-        assert 0.5 <= waited < 5
         assert info.value.database == trytond.database
         assert info.value.timeout == 0.5
         # No fourth connection was opened while waiting.
@@ -684,10 +681,8 @@ def test_nothing_leaks_after_many_uses(make_pools, trytond, admin_db, app_name):
 
 def test_an_unreachable_database(make_pools, settings, trytond):
     pools = make_pools(timeout=0.5, uris=lambda db: settings.conninfo(db + "_missing"))
-    started = time.monotonic()
     with pytest.raises(DatabaseUnavailable) as info, pools.cursor(trytond.database):
         pass
-    assert time.monotonic() - started >= 0.5
     assert not isinstance(info.value, PoolTimeout)
     assert "no connection could be opened" in str(info.value)
     assert pools.stats(trytond.database).in_use == 0
@@ -727,7 +722,7 @@ def test_pool_under_gevent(tryton_db, settings, trytond, app_name):
 
         pools = CursorPools(lambda db: {settings.conninfo(trytond.database)!r},
                             max_cursor=2, timeout=10, application_name={app_name!r})
-        running = peak = ticks = 0
+        running = peak = ticks_while_querying = 0
         done = []
 
         def query(number):
@@ -740,20 +735,20 @@ def test_pool_under_gevent(tryton_db, settings, trytond, app_name):
             done.append(number)
 
         def ticker():
-            global ticks
+            global ticks_while_querying
             while True:
-                ticks += 1
+                if running:
+                    ticks_while_querying += 1
                 gevent.sleep(0.01)
 
         tick = gevent.spawn(ticker)
-        started = time.monotonic()
         gevent.joinall([gevent.spawn(query, n) for n in range(8)], raise_error=True)
-        elapsed = time.monotonic() - started
         tick.kill()
         stats = pools.stats({trytond.database!r})
         pools.close()
-        print(json.dumps({{"peak": peak, "done": sorted(done), "ticks": ticks,
-                          "elapsed": elapsed, "in_use": stats.in_use}}))
+        print(json.dumps({{"peak": peak, "done": sorted(done),
+                          "ticks_while_querying": ticks_while_querying,
+                          "in_use": stats.in_use}}))
         """
     )
     result = run_python(script)
@@ -762,7 +757,6 @@ def test_pool_under_gevent(tryton_db, settings, trytond, app_name):
     assert outcome["peak"] == 2
     assert outcome["done"] == list(range(8))
     assert outcome["in_use"] == 0
-    # 8 queries of 0.2 s on 2 connections: 4 rounds at least.
-    assert outcome["elapsed"] >= 0.8
-    # The hub kept running while greenlets waited for PostgreSQL.
-    assert outcome["ticks"] > outcome["elapsed"] / 0.01 / 4
+    # The hub kept running while greenlets waited for PostgreSQL: a query
+    # blocking the process would never let the ticker see one running.
+    assert outcome["ticks_while_querying"] >= 2
