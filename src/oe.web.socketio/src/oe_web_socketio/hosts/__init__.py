@@ -1,20 +1,105 @@
-"""Hosts: what differs per host application.
+"""Hosts: what differs per host application, behind one small interface.
 
-The server runs beside a host application (Tryton, later a plain WSGI
-application) and shares its database and its users' sessions. Everything
-that depends on which host it is lives in one module per host here, behind
-small interfaces the rest of the server uses without knowing the host:
+The server runs beside a host application and serves its users. Everything
+that depends on which host it is lives behind :class:`Host`, which the rest
+of the server uses without knowing the host:
 
-* its settings, read from the host's own configuration (the database URI,
-  how long a session lives);
-* authentication: an :class:`~oe_web_socketio.auth.Authenticator` that
-  checks the credentials a client presents against the host's sessions,
-  read-only;
-* the connection string of each database, for the read-only cursor pool
-  (:mod:`oe_web_socketio.pool`);
-* later, read access to the host's records (its ORM, or plain SQL).
+* :meth:`Host.authenticate`: who a client is, from the WSGI environ of its
+  request and the Socket.IO ``auth`` payload (``None`` for plain HTTP),
+  or ``None`` when it presents no credentials;
+* :attr:`Host.pools`: read-only cursors on the host's databases
+  (:mod:`oe_web_socketio.pool`), or ``None`` for a host without a
+  database; with them, :meth:`Host.conninfo` names each database for the
+  LISTEN connection of the database bridge;
+* :meth:`Host.orm`: read access to the host's records (its ORM), or
+  ``None``.
+
+Two hosts exist: Tryton (:mod:`oe_web_socketio.hosts.tryton`: sessions of
+``ir_session``, cursors, trytond's models through
+:mod:`~oe_web_socketio.hosts.tryton_orm`) and any WSGI application
+(:mod:`oe_web_socketio.hosts.wsgi`: a callable of the application
+authenticates, no database).
 
 A host module must not import the host application itself at import time
 (trytond, for one, costs seconds to import and reads its own configuration):
-the server has to start, and answer, without it.
+the server has to start, and answer, without it. Nothing on the path of a
+plain WSGI host imports trytond nor :mod:`oe_web_socketio.hosts.tryton`.
 """
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from oe_web_socketio.exceptions import OeWebSocketIOError
+
+if TYPE_CHECKING:
+    from oe_web_socketio.auth import Authenticator, Identity
+    from oe_web_socketio.pool import CursorPools
+
+__all__ = ["Host", "HostError"]
+
+#: What a client is told when the host failed to check its credentials.
+HOST_FAILURE = "the server could not check the credentials"
+
+
+class HostError(OeWebSocketIOError):
+    """The host application failed: its code raised, or answered what the
+    server cannot use. Already logged by the host; its message can be
+    shown to the client (it names no internals)."""
+
+
+class Host(abc.ABC):
+    """What the server needs of its host application.
+
+    :ivar pools: the read-only cursor pools of the host's databases, or
+        ``None``: the host has no database (no database bridge, no Tryton
+        bus).
+    :ivar authenticator: a validator of Tryton sessions (``login:uid:key``)
+        for Tryton's bus, or ``None`` for a host without Tryton sessions.
+    """
+
+    #: The host's name, for logs: ``tryton``, ``wsgi``.
+    name: ClassVar[str] = "host"
+
+    pools: CursorPools | None = None
+    authenticator: Authenticator | None = None
+
+    @abc.abstractmethod
+    def authenticate(
+        self, environ: Mapping[str, Any], auth: Any, address: str | None
+    ) -> Identity | None:
+        """Who presents the credentials of a request.
+
+        :param environ: the WSGI environ of the request (the handshake, for
+            Socket.IO; an empty mapping for the ``session_id`` event).
+        :param auth: the Socket.IO ``auth`` payload (any JSON value, or
+            ``None``; ``None`` for plain HTTP requests).
+        :param address: the client's address (see
+            :func:`oe_web_socketio.auth.client_address`).
+        :returns: the user, or ``None`` if no credentials are presented.
+        :raises AuthenticationError: credentials are presented and refused;
+            its message is shown to the client.
+        :raises DatabaseUnavailable: they cannot be checked now.
+        :raises HostError: the host application failed (logged).
+        """
+
+    def conninfo(self, database: str) -> str:
+        """The libpq connection string of *database*.
+
+        :raises LookupError: the host has no database.
+        """
+        raise LookupError(f"the {self.name} host has no database {database!r}")
+
+    def orm(self) -> Any | None:
+        """Load and return the host's models for long-polling handlers
+        (an object like :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`),
+        or ``None`` for a host without. Called once, after the patch, only
+        when routes are served."""
+        return None
+
+    def close(self) -> None:
+        """Release what the host holds (the cursor pools)."""
+        if self.pools is not None:
+            self.pools.close()

@@ -23,7 +23,12 @@ time zone`` set to ``CURRENT_TIMESTAMP``) holds UTC wall-clock time. The
 query compares it with ``CURRENT_TIMESTAMP AT TIME ZONE 'UTC'``, which
 does not depend on the ``TimeZone`` of our own connection.
 
-This module never imports trytond.
+:class:`TrytonHost` is the :class:`~oe_web_socketio.hosts.Host` of Tryton:
+those sessions, cursor pools on trytond's databases, and trytond's models
+(:mod:`~oe_web_socketio.hosts.tryton_orm`, loaded only when long-polling
+routes need them).
+
+This module never imports trytond (only :meth:`TrytonHost.orm` does).
 """
 
 from __future__ import annotations
@@ -31,17 +36,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from secrets import compare_digest
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from oe_web_socketio.auth import Credentials, Identity
-from oe_web_socketio.config import read_ini
+from oe_web_socketio.auth import Credentials, Identity, credentials_from_request
+from oe_web_socketio.config import Config, read_ini
 from oe_web_socketio.exceptions import AuthenticationError, ConfigError
+from oe_web_socketio.hosts import Host
 
 if TYPE_CHECKING:
     # Not at run time: importing psycopg_pool before gevent's patch would
     # keep blocking primitives; settings are read before it.
+    from oe_web_socketio.hosts.tryton_orm import TrytonORM
     from oe_web_socketio.pool import CursorPools
 
 logger = logging.getLogger("oe_web_socketio.auth")
@@ -277,3 +284,76 @@ class TrytonAuthenticator:
 def _shorten(text: str, limit: int = 64) -> str:
     """*text*, cut to *limit* characters: clients choose it, logs show it."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+class TrytonHost(Host):
+    """The Tryton host: sessions of ``ir_session`` checked read-only,
+    read-only cursors on trytond's databases, trytond's models.
+
+    :param config: the server's settings (databases, ``max_cursor``,
+        ``pool_timeout``, ``trytond_config``).
+    :param settings: what trytond's configuration says.
+
+    Build it after :func:`oe_web_socketio.patch.patch`: it opens the
+    cursor pools (psycopg_pool takes its locks at import time).
+    """
+
+    name = "tryton"
+
+    def __init__(self, config: Config, settings: TrytonSettings) -> None:
+        from oe_web_socketio.pool import CursorPools
+
+        self.config = config
+        self.settings = settings
+        self.pools: CursorPools = CursorPools(
+            settings.conninfo, config.max_cursor, config.pool_timeout
+        )
+        self.authenticator: TrytonAuthenticator = TrytonAuthenticator(
+            self.pools, settings, config.databases, config.databases[0]
+        )
+
+    @classmethod
+    def from_config(cls, config: Config) -> TrytonHost | None:
+        """The Tryton host of *config*, or ``None`` when it names no
+        trytond configuration (``trytond_config``).
+
+        :raises ConfigError: the trytond configuration cannot be read.
+        """
+        if config.trytond_config is None:
+            return None
+        return cls(config, TrytonSettings.from_config_file(config.trytond_config))
+
+    def authenticate(
+        self, environ: Mapping[str, Any], auth: Any, address: str | None
+    ) -> Identity | None:
+        """The Tryton session the client presents (see
+        :func:`oe_web_socketio.auth.credentials_from_request`), validated
+        by :class:`TrytonAuthenticator`; ``None`` without one."""
+        credentials = credentials_from_request(environ, auth)
+        if credentials is None:
+            return None
+        return self.authenticator.authenticate(credentials, address)
+
+    def conninfo(self, database: str) -> str:
+        return self.settings.conninfo(database)
+
+    def orm(self) -> TrytonORM:
+        """Import trytond, load its models and warm them up in a greenlet
+        (see :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`).
+
+        :raises ConfigError: the trytond configuration cannot be used.
+        """
+        import gevent
+
+        from oe_web_socketio.hosts.tryton_orm import TrytonORM
+
+        assert self.config.trytond_config is not None
+        orm = TrytonORM(
+            self.config.trytond_config,
+            self.config.databases,
+            self.config.max_cursor,
+            self.config.pool_timeout,
+        )
+        orm.load()
+        gevent.spawn(orm.warm_up)
+        return orm

@@ -1,0 +1,1 @@
+"""The chat with rooms in a Flask application (see :mod:`.app`)."""

@@ -1,0 +1,122 @@
+"""Tests of :mod:`oe_web_socketio.hosts`: the plain WSGI host's handling of
+what an application's authenticate callable does, and the Tryton host's
+construction from the configuration (no database needed)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from oe_web_socketio.auth import Identity
+from oe_web_socketio.exceptions import AuthenticationError
+from oe_web_socketio.hosts import HOST_FAILURE, Host, HostError
+from oe_web_socketio.hosts.wsgi import WSGIHost, identity_of
+
+pytestmark = pytest.mark.timeout(10)
+
+LOGGER = "oe_web_socketio.hosts.wsgi"
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ("alice", Identity(db=None, uid=None, login="alice")),
+        ({"login": "bob", "uid": 2}, Identity(db=None, uid=2, login="bob")),
+        ({"login": "carol", "uid": "c-3"}, Identity(db=None, uid="c-3", login="carol")),
+        (Identity(db="x", uid=1, login="i"), Identity(db="x", uid=1, login="i")),
+    ],
+)
+def test_identity_of_a_user(user, expected):
+    assert identity_of(user) == expected
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        42,
+        True,
+        "",
+        "x" * 257,
+        {},
+        {"login": 3},
+        {"login": "a", "uid": True},
+        {"login": "a", "uid": 1.5},
+        ["alice"],
+        object(),
+    ],
+)
+def test_identity_of_what_is_no_user(garbage):
+    assert identity_of(garbage) is None
+
+
+def test_the_callable_gets_the_environ_and_the_payload():
+    seen = []
+    host = WSGIHost(lambda environ, auth: seen.append((environ, auth)) or "alice")
+    identity = host.authenticate({"PATH_INFO": "/x"}, {"token": "t"}, "10.0.0.1")
+    assert identity == Identity(db=None, uid=None, login="alice")
+    assert seen == [({"PATH_INFO": "/x"}, {"token": "t"})]
+
+
+def test_no_credentials_is_none_and_no_callable_is_anonymous():
+    assert WSGIHost(lambda environ, auth: None).authenticate({}, None, None) is None
+    assert WSGIHost().authenticate({}, {"session": "x"}, None) is None
+
+
+def test_a_refusal_keeps_its_reason(caplog):
+    def refuse(environ, auth):
+        raise AuthenticationError("token expired")
+
+    with pytest.raises(AuthenticationError, match="^token expired$"):
+        WSGIHost(refuse).authenticate({}, None, "10.0.0.1")
+    assert not [r for r in caplog.records if r.name == LOGGER]
+
+
+def test_a_raising_callable_is_logged_once_with_its_traceback(caplog):
+    def broken(environ, auth):
+        raise KeyError("users")
+
+    with caplog.at_level(logging.ERROR, LOGGER), pytest.raises(HostError) as raised:
+        WSGIHost(broken).authenticate({}, None, "10.0.0.1")
+    assert str(raised.value) == HOST_FAILURE
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    assert "broken raised for 10.0.0.1" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+
+
+def test_garbage_is_refused_with_one_line(caplog):
+    with caplog.at_level(logging.ERROR, LOGGER), pytest.raises(HostError):
+        WSGIHost(lambda environ, auth: 42).authenticate({}, None, "10.0.0.1")
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    assert "returned 42 for 10.0.0.1: not a user" in record.getMessage()
+    assert record.exc_info is None
+
+
+def test_authenticate_must_be_callable():
+    with pytest.raises(TypeError, match="must be callable"):
+        WSGIHost("alice")  # type: ignore[arg-type]
+
+
+def test_a_host_without_database():
+    host = WSGIHost()
+    assert isinstance(host, Host)
+    assert (host.pools, host.authenticator, host.orm()) == (None, None, None)
+    with pytest.raises(LookupError, match="has no database 'oe'"):
+        host.conninfo("oe")
+    host.close()  # nothing to close
+
+
+def test_the_tryton_host_reads_trytond_configuration(tmp_path):
+    from oe_web_socketio.config import Config
+    from oe_web_socketio.hosts.tryton import TrytonAuthenticator, TrytonHost
+
+    assert TrytonHost.from_config(Config()) is None
+    conf = tmp_path / "trytond.conf"
+    conf.write_text("[database]\nuri = postgresql://u@/?host=/nowhere\n")
+    host = TrytonHost.from_config(Config(trytond_config=str(conf), databases=("a",)))
+    try:
+        assert isinstance(host.authenticator, TrytonAuthenticator)
+        assert host.conninfo("a") == "postgresql://u@/a?host=/nowhere"
+        # No credentials: no query, no database needed.
+        assert host.authenticate({}, None, None) is None
+    finally:
+        host.close()
