@@ -120,3 +120,79 @@ def test_the_tryton_host_reads_trytond_configuration(tmp_path):
         assert host.authenticate({}, None, None) is None
     finally:
         host.close()
+
+
+# -- long-polling routes authenticated by a plain WSGI host -----------------
+
+
+def _serve_route(authenticate):
+    from oe_web_socketio import longpolling as lp
+    from oe_web_socketio.routing import Router
+
+    registry = lp.LongPolling()
+
+    @registry.route("/me")
+    def me(request):
+        return {"login": request.login, "uid": request.uid, "db": request.database}
+
+    @registry.route("/open", mustbeauthenticated=False)
+    def open_route(request):
+        return {"login": request.login}
+
+    settings = lp.Settings(
+        prefix="/longpolling",
+        timeout=1.0,
+        databases=("-",),
+        host=WSGIHost(authenticate),
+    )
+    router = Router()
+    lp.add_routes(router, lp.endpoints(registry.routes, settings))
+    return router
+
+
+def _get(router, path, token=None):
+    import json
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "localhost",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    if token is not None:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"] = int(status.split()[0])
+
+    body = b"".join(router(environ, start_response))
+    return answer["status"], json.loads(body)
+
+
+def _bearer(environ, auth):
+    token = environ.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
+    if token == "boom":
+        raise RuntimeError("user store down")
+    if token == "bad":
+        raise AuthenticationError("unknown token")
+    return {"login": token, "uid": 5} if token else None
+
+
+def test_longpolling_routes_ask_the_host(caplog):
+    router = _serve_route(_bearer)
+    assert _get(router, "/longpolling/me", "ada") == (
+        200,
+        {"login": "ada", "uid": 5, "db": "-"},
+    )
+    assert _get(router, "/longpolling/me") == (
+        401,
+        {"error": "authentication required"},
+    )
+    assert _get(router, "/longpolling/me", "bad") == (401, {"error": "unknown token"})
+    assert _get(router, "/longpolling/open") == (200, {"login": None})
+    with caplog.at_level(logging.ERROR, LOGGER):
+        assert _get(router, "/longpolling/me", "boom") == (500, {"error": HOST_FAILURE})
+    assert len([r for r in caplog.records if r.exc_info]) == 1
