@@ -192,6 +192,9 @@ def server(request, tmp_path_factory) -> Iterator[ExampleServer]:
     started = ExampleServer(request.param, log)
     yield started
     started.stop()
+    # SIGTERM stops it gracefully, whatever the framework.
+    assert started.process.returncode == 0, log.read_text()[-3000:]
+    assert started.count(r"INFO oe_web_socketio.cli: Stopped$") == 1
 
 
 @pytest.fixture(params=TRANSPORTS)
