@@ -1,0 +1,280 @@
+"""The demo: who is online, chat rooms, and a live list of parties.
+
+Served at ``/demo`` by the appliance (entry point group
+``oe_web_socketio.namespaces``); the page that uses it is ``static/``,
+served by nginx at ``/demo/``. Only users of the ERP may connect (their
+Tryton session, as for any namespace). What a client may do::
+
+    socket.emit("who", ack)                    // [{uid, login, name}, …]
+    socket.emit("subscribe", "demo.room.sales", ack)   // join a room
+    socket.emit("say", "sales", "hello", ack)  // {"ok": true}
+    socket.emit("subscribe", "demo.parties", ack)      // live party changes
+    socket.emit("parties", ack)                // {"parties": [...], "total"}
+
+and what it receives:
+
+* ``online`` ``([{uid, login, name}, …])``: everyone connected to this
+  database, sent to every socket of the database each time someone comes
+  or goes (a user with several tabs is one entry);
+* ``message`` ``(line, "demo.room.<room>", position)``: a chat line
+  ``{"type": "say", "room", "uid", "login", "name", "text", "at"}``;
+* ``message`` ``(change, "demo.parties", position)``: what the Tryton
+  module ``web_socketio_demo`` publishes when a party changes (see its
+  ``party.py``).
+
+Chat lines and party changes go through the database (the outbox), so
+they have positions: a client that reconnects resumes from its last one
+and misses nothing, sees nothing twice.
+
+Caveats:
+
+* presence is what this process knows: with several oe_web_socketio
+  servers behind one nginx, each shows its own sockets' users;
+* the party list is read with plain SQL on the read-only cursor pool
+  (a namespace has no trytond ORM), checking the model access rights of
+  ``party.party`` for the user's groups as ``ir.model.access`` does;
+  record rules (``ir.rule``) are not applied, and the party module
+  defines none.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+from typing import Any
+
+from oe_web_socketio import EventError, Namespace, events
+from oe_web_socketio.exceptions import DatabaseUnavailable
+from oe_web_socketio.protocol import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    PAYLOAD_TOO_LARGE,
+    UNAVAILABLE,
+)
+
+__all__ = ["DemoNamespace"]
+
+logger = logging.getLogger(__name__)
+
+#: A chat room is the channel ``demo.room.<name>``.
+ROOM_PREFIX = "demo.room."
+#: What a room's name may be.
+ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+#: The channel of party changes (the Tryton module's ``party.CHANNEL``).
+PARTIES = "demo.parties"
+#: Longest chat line, in characters.
+MAX_TEXT = 500
+#: Most parties the ``parties`` event answers (by name).
+MAX_PARTIES = 200
+
+#: The user's groups, with their ancestors, as trytond's
+#: ``res.user-res.group`` ``user_group_all_table`` computes them.
+USER_GROUPS = """
+WITH RECURSIVE parents(id, parent) AS (
+    SELECT id, parent FROM res_group
+    UNION SELECT id, id FROM res_group
+    UNION SELECT g.id, p.parent FROM res_group AS g
+        JOIN parents AS p ON g.parent = p.id
+)
+SELECT p.parent FROM "res_user-res_group" AS ug
+    JOIN parents AS p ON ug."group" = p.id
+    JOIN res_group AS g ON g.id = p.parent
+    WHERE ug."user" = %(uid)s AND g.active
+"""
+#: Whether the user may read parties: ``ir.model.access`` rows of the
+#: model for no group or one of the user's; none means yes.
+MAY_READ = f"""
+SELECT COALESCE(BOOL_OR(perm_read), TRUE) FROM ir_model_access
+WHERE model = 'party.party' AND active
+    AND ("group" IS NULL OR "group" IN ({USER_GROUPS}))
+"""
+READ_PARTIES = """
+SELECT id, name, code, active FROM party_party
+WHERE active ORDER BY name, id LIMIT %(limit)s
+"""
+COUNT_PARTIES = "SELECT count(*) FROM party_party WHERE active"
+HAS_PARTIES = "SELECT to_regclass('public.party_party') IS NOT NULL"
+USER_NAME = "SELECT name FROM res_user WHERE id = %(uid)s"
+
+
+def room_channel(room: Any) -> str:
+    """The channel of the room named *room*.
+
+    :raises EventError: not a room name.
+    """
+    if not isinstance(room, str) or not ROOM_NAME.fullmatch(room):
+        raise EventError(
+            BAD_REQUEST,
+            "a room name is 1 to 32 characters among a-z, 0-9, _ and -, "
+            "starting with a letter or digit",
+        )
+    return ROOM_PREFIX + room
+
+
+class Presence:
+    """Who is connected, per database: each socket's user, in this process."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def add(self, database: str, sid: str, user: dict[str, Any]) -> bool:
+        """Count the socket *sid* of *user*; whether the user just came."""
+        came = user["uid"] not in self._uids(database)
+        self._sockets.setdefault(database, {})[sid] = user
+        return came
+
+    def remove(self, database: str, sid: str) -> bool:
+        """Forget the socket *sid*; whether its user just left."""
+        sockets = self._sockets.get(database, {})
+        user = sockets.pop(sid, None)
+        if not sockets:
+            self._sockets.pop(database, None)
+        return user is not None and user["uid"] not in self._uids(database)
+
+    def users(self, database: str) -> list[dict[str, Any]]:
+        """The users online in *database*, by name."""
+        users = {u["uid"]: u for u in self._sockets.get(database, {}).values()}
+        return sorted(users.values(), key=lambda u: (u["name"].lower(), u["uid"]))
+
+    def _uids(self, database: str) -> set[int]:
+        return {u["uid"] for u in self._sockets.get(database, {}).values()}
+
+
+class DemoNamespace(Namespace):
+    """One browser tab of the demo."""
+
+    allow_anonymous = False
+    #: The demo's own hooks, apart from the default registry.
+    events = events.Events()
+    #: Who is online, shared by the sockets of this process.
+    presence = Presence()
+
+    # --- presence
+
+    def on_connect(self) -> None:
+        assert self.db is not None and self.uid is not None
+        self.context["user"] = user = {
+            "uid": self.uid,
+            "login": self.login,
+            "name": self._user_name(),
+        }
+        self.server.enter_room(self.sid, self._online_room, namespace=self.path)
+        if self.presence.add(self.db, self.sid, user):
+            logger.info("%s is online in %s", self.login, self.db)
+        # Everyone, this socket too, gets the list (a new tab needs it).
+        self._announce()
+
+    def on_disconnect(self, reason: str) -> None:
+        if self.db is None:
+            return
+        if self.presence.remove(self.db, self.sid):
+            logger.info("%s left %s", self.login, self.db)
+            self._announce()
+
+    def on_who(self) -> list[dict[str, Any]]:
+        """The ``who`` event: the users online in this database."""
+        assert self.db is not None
+        return self.presence.users(self.db)
+
+    @property
+    def _online_room(self) -> str:
+        # Not a channel: can_subscribe never lets a client in.
+        return f"demo-online:{self.db}"
+
+    def _announce(self) -> None:
+        assert self.db is not None
+        self.server.emit(
+            "online",
+            (self.presence.users(self.db),),
+            to=self._online_room,
+            namespace=self.path,
+        )
+
+    def _user_name(self) -> str:
+        """The user's name, or the login if the database cannot say."""
+        if self.bridge is None:
+            return self.login or ""
+        try:
+            with self.bridge.pools.cursor(self.db) as cursor:
+                row = cursor.execute(USER_NAME, {"uid": self.uid}).fetchone()
+        except DatabaseUnavailable as exc:
+            logger.warning("No name for %s: %s", self.login, exc)
+            row = None
+        return (row[0] if row else None) or self.login or ""
+
+    # --- channels
+
+    def can_subscribe(self, channel: str) -> bool:
+        if channel == PARTIES:
+            return self._may_read_parties()
+        return channel.startswith(ROOM_PREFIX) and bool(
+            ROOM_NAME.fullmatch(channel[len(ROOM_PREFIX) :])
+        )
+
+    def on_subscribe(self, channel: Any) -> bool:
+        if isinstance(channel, str) and channel.startswith(ROOM_PREFIX):
+            room_channel(channel[len(ROOM_PREFIX) :])  # a clear refusal
+        return super().on_subscribe(channel)
+
+    # --- chat
+
+    def on_say(self, room: Any = None, text: Any = None) -> dict[str, Any]:
+        """The ``say`` event: *text* in *room*, which this socket joined.
+
+        The line goes through the database to everyone in the room, the
+        sender too, with a position.
+        """
+        channel = room_channel(room)
+        if channel not in self.channels:
+            raise EventError(FORBIDDEN, f"join the room {room!r} first")
+        if not isinstance(text, str) or not text.strip():
+            raise EventError(BAD_REQUEST, "say something: a non-empty string")
+        if len(text) > MAX_TEXT:
+            raise EventError(PAYLOAD_TOO_LARGE, f"at most {MAX_TEXT} characters")
+        user = self.context["user"]
+        line = {
+            "type": "say",
+            "room": room,
+            **user,
+            "text": text.strip(),
+            "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        self.publish(line, channel, namespace=self.path)
+        return {"ok": True}
+
+    # --- parties
+
+    def on_parties(self) -> dict[str, Any]:
+        """The ``parties`` event: the active parties, by name, at most
+        :data:`MAX_PARTIES`; ``total`` counts them all."""
+        if not self._may_read_parties():
+            raise EventError(FORBIDDEN, "you may not read parties")
+        assert self.bridge is not None
+        with self.bridge.pools.cursor(self.db) as cursor:
+            rows = cursor.execute(READ_PARTIES, {"limit": MAX_PARTIES}).fetchall()
+            (total,) = cursor.execute(COUNT_PARTIES).fetchone()
+        return {
+            "parties": [
+                {"id": i, "name": name, "code": code, "active": active}
+                for i, name, code, active in rows
+            ],
+            "total": total,
+        }
+
+    def _may_read_parties(self) -> bool:
+        """Whether the user may read parties.
+
+        :raises EventError: the database has no parties.
+        """
+        bridge = self._require_bridge()
+        with bridge.pools.cursor(self.db) as cursor:
+            (may,) = cursor.execute(MAY_READ, {"uid": self.uid}).fetchone()
+            (present,) = cursor.execute(HAS_PARTIES).fetchone()
+        if not present:
+            raise EventError(
+                UNAVAILABLE,
+                f"no parties in {self.db}: activate the Tryton module "
+                "web_socketio_demo there",
+            )
+        return bool(may)
