@@ -14,30 +14,36 @@ those of the entry point group ``oe_web_socketio.namespaces``, those of
 :attr:`Config.namespaces`, and at ``/``, unless one of them took it, the
 base :class:`~oe_web_socketio.namespace.Namespace` (authentication and
 channels). A connection to any other path is refused.
+
+What differs per host application (authentication, database, models)
+comes from one :class:`~oe_web_socketio.hosts.Host`: Tryton's
+(:class:`~oe_web_socketio.hosts.tryton.TrytonHost`, built by the command
+line) or a plain WSGI application's
+(:class:`~oe_web_socketio.hosts.wsgi.WSGIHost`, see
+:mod:`oe_web_socketio.wsgi`). This module imports neither.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import socketio
 
 from oe_web_socketio import __version__
-from oe_web_socketio.auth import Authenticator
 from oe_web_socketio.bridge import Bridge
 from oe_web_socketio.bus import TrytonBus
 from oe_web_socketio.config import Config
 from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
+from oe_web_socketio.hosts import Host
 from oe_web_socketio.namespace import Namespace
-from oe_web_socketio.pool import CursorPools
 from oe_web_socketio.protocol import Packet
 from oe_web_socketio.routing import Router
 from oe_web_socketio.server import use_websocket_transport
 from oe_web_socketio.sockets import Server, SocketIO
+from oe_web_socketio.static import static_route
 
 logger = logging.getLogger(__name__)
 
@@ -94,54 +100,22 @@ def cors_allowed_origins(origins: tuple[str, ...]) -> str | list[str] | None:
     return list(origins)
 
 
-@dataclasses.dataclass(frozen=True)
-class Host:
-    """What the server needs of its host application's database.
-
-    :ivar authenticator: validates the sessions clients present.
-    :ivar pools: the read-only cursor pools.
-    :ivar conninfo: the libpq connection string of a database, by name.
-    """
-
-    authenticator: Authenticator
-    pools: CursorPools
-    conninfo: Callable[[str], str]
-
-
-def tryton_host(config: Config) -> Host | None:
-    """The Tryton host of *config*: its authenticator, cursor pools and
-    connection strings.
-
-    ``None`` when no trytond configuration is given (no database, no
-    authentication). Import this module only after
-    :func:`oe_web_socketio.patch.patch` (psycopg_pool takes its locks at
-    import time).
-
-    :raises ConfigError: the trytond configuration cannot be read.
-    """
-    if config.trytond_config is None:
-        return None
-    from oe_web_socketio.hosts.tryton import TrytonAuthenticator, TrytonSettings
-
-    settings = TrytonSettings.from_config_file(config.trytond_config)
-    pools = CursorPools(settings.conninfo, config.max_cursor, config.pool_timeout)
-    authenticator = TrytonAuthenticator(
-        pools, settings, config.databases, config.databases[0]
-    )
-    return Host(authenticator, pools, settings.conninfo)
-
-
 class Application:
     """The WSGI application: Socket.IO beside plain HTTP routes.
 
     :param config: the settings of the server.
-    :param authenticator: validates the sessions clients present; ``None``
-        refuses every client that presents one (anonymous clients may
+    :param host: the host application (see :mod:`oe_web_socketio.hosts`):
+        it authenticates clients; with its cursor pools (closed at
+        :meth:`shutdown`) the server runs the database bridge
+        (:attr:`bridge`), and with its Tryton sessions serves the Tryton
+        bus (:attr:`bus`), once :meth:`start` is called. ``None``: every
+        client that presents credentials is refused (anonymous clients may
         still connect where a namespace allows them).
-    :param pools: the read-only cursor pools, closed at :meth:`shutdown`.
-    :param conninfo: the connection string of a database, by name; with
-        *pools*, the server runs the database bridge (:attr:`bridge`) and
-        serves the Tryton bus (:attr:`bus`), once :meth:`start` is called.
+    :param namespaces: namespace classes to serve, by path, besides those
+        of *config* (registered before the default ``/``).
+    :param fallback: the WSGI application that answers the paths neither
+        Socket.IO nor a route of :attr:`router` serves (a plain WSGI
+        application this server is put in front of); ``None``: ``404``.
     :raises NamespaceError: a namespace cannot be registered (see
         :class:`~oe_web_socketio.sockets.SocketIO`).
 
@@ -155,12 +129,15 @@ class Application:
     def __init__(
         self,
         config: Config,
-        authenticator: Authenticator | None = None,
-        pools: CursorPools | None = None,
-        conninfo: Callable[[str], str] | None = None,
+        host: Host | None = None,
+        *,
+        namespaces: Mapping[str, type[Namespace]] | None = None,
+        fallback: Callable[..., Iterable[bytes]] | None = None,
     ) -> None:
         self.config = config
-        self.pools = pools
+        self.host = host
+        pools = host.pools if host is not None else None
+        authenticator = host.authenticator if host is not None else None
         self.bridge: Bridge | None = None
         self.bus: TrytonBus | None = None
         self.sio = Server(**socketio_options(config))
@@ -173,34 +150,40 @@ class Application:
                 trusted_proxies=config.trusted_proxies,
                 max_event_size=config.max_event_size,
                 message_log_format=config.message_log_format,
+                host=host,
             ),
         )
         if config.load_entry_points:
             self.socketio.load_entry_points()
         for spec in config.namespaces:
             self.socketio.add_namespace_spec(spec, origin="configuration")
+        for path, namespace_class in (namespaces or {}).items():
+            self.socketio.add_namespace(path, namespace_class)
         if "/" not in self.socketio.namespaces:
             self.socketio.add_namespace("/", Namespace, origin="default")
         self.router = Router()
         counters: dict[str, Callable[[], Any]] = {
             "greenlets": self.socketio.count_greenlets
         }
-        if pools is not None and conninfo is not None:
-            self.bus = TrytonBus.from_config(config, authenticator)
-            self.router.add(self.bus.route())
+        if host is not None and pools is not None:
+            consumers = {}
+            if authenticator is not None:
+                self.bus = TrytonBus.from_config(config, authenticator)
+                self.router.add(self.bus.route())
+                consumers[TRYTON_BUS_CHANNEL] = self.bus.notify
+                counters["bus"] = self.bus.stats
             self.bridge = Bridge(
                 self.sio,
                 lambda: self.socketio.dispatchers,
                 pools,
-                conninfo,
+                host.conninfo,
                 config.databases,
-                consumers={TRYTON_BUS_CHANNEL: self.bus.notify},
+                consumers=consumers,
             )
             self.bridge.history_max_age = config.history_max_age
             self.bridge.history_max_count = config.history_max_count
             self.socketio.settings.bridge = self.bridge
             counters["listeners"] = self.bridge.health
-            counters["bus"] = self.bus.stats
         self.router.add(
             health_route(
                 version=__version__,
@@ -209,17 +192,20 @@ class Application:
                 counters=counters,
             )
         )
+        # The browser client, GET /oe_web_socketio/oe_web_socketio.js.
+        self.router.add(static_route())
         # Long-polling routes (entry point group oe_web_socketio.longpolling
         # and Config.longpolling_modules) under Config.longpolling_path; with
-        # routes and a trytond_config, trytond's models are loaded.
+        # routes, the host's models (trytond's) are loaded.
         # Raises RouteError, DuplicateRouteError, ConfigError.
         from oe_web_socketio.longpolling import serve_longpolling
 
-        self.longpolling = serve_longpolling(
-            self.router, config, authenticator, self.bridge
-        )
+        self.longpolling = serve_longpolling(self.router, config, host, self.bridge)
+        self.fallback = fallback
         self._wsgi_app = socketio.WSGIApp(
-            self.sio, self.router, socketio_path=SOCKETIO_PATH
+            self.sio,
+            self.router if fallback is None else self._plain,
+            socketio_path=SOCKETIO_PATH,
         )
 
     def __call__(
@@ -227,6 +213,16 @@ class Application:
     ) -> Iterable[bytes]:
         result: Iterable[bytes] = self._wsgi_app(environ, start_response)
         return result
+
+    def _plain(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """A request not for Socket.IO: to a route of ours, or to the
+        fallback application."""
+        assert self.fallback is not None
+        if self.router.serves(environ.get("PATH_INFO") or "/"):
+            return self.router(environ, start_response)
+        return self.fallback(environ, start_response)
 
     def count_clients(self) -> int:
         """Number of clients connected to at least one namespace."""
@@ -260,5 +256,5 @@ class Application:
             self.bus.close()
         if self.bridge is not None:
             self.bridge.stop()
-        if self.pools is not None:
-            self.pools.close()
+        if self.host is not None:
+            self.host.close()

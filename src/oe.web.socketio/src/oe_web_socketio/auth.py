@@ -60,10 +60,16 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Identity:
-    """A client whose session was validated."""
+    """A client whose session was validated.
 
-    db: str
-    uid: int
+    :ivar db: its database (Tryton's); ``None`` for a host without one.
+    :ivar uid: its user id (an :class:`int` for Tryton); ``None`` if the
+        host gives none.
+    :ivar login: its login.
+    """
+
+    db: str | None
+    uid: int | str | None
     login: str
 
 

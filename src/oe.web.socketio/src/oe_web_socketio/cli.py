@@ -233,24 +233,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(config.log_level)
 
-    from oe_web_socketio.app import Application, tryton_host
+    from oe_web_socketio.app import Application
+    from oe_web_socketio.hosts.tryton import TrytonHost
     from oe_web_socketio.longpolling import RouteError
     from oe_web_socketio.routing import DuplicateRouteError
     from oe_web_socketio.server import make_server
     from oe_web_socketio.sockets import NamespaceError
 
     try:
-        host = tryton_host(config)
+        host = TrytonHost.from_config(config)
     except ConfigError as exc:
         _fail(str(exc))
         return EXIT_USAGE
     try:
-        if host is None:
-            application = Application(config)
-        else:
-            application = Application(
-                config, host.authenticator, host.pools, host.conninfo
-            )
+        application = Application(config, host)
     except (NamespaceError, RouteError, DuplicateRouteError, ConfigError) as exc:
         _fail(str(exc))
         return EXIT_USAGE

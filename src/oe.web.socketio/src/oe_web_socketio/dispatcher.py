@@ -43,6 +43,7 @@ from socketio import exceptions as sio_exceptions
 
 from oe_web_socketio import auth
 from oe_web_socketio.exceptions import AuthenticationError, DatabaseUnavailable
+from oe_web_socketio.hosts import HostError
 from oe_web_socketio.namespace import Namespace, Request, shorten
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
@@ -62,6 +63,7 @@ from oe_web_socketio.protocol import (
 
 if TYPE_CHECKING:
     from oe_web_socketio.bridge import Bridge
+    from oe_web_socketio.hosts import Host
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,10 @@ class DispatchSettings:
         received (fields :data:`oe_web_socketio.config.MESSAGE_LOG_FIELDS`),
         or ``None``.
     :param bridge: the database bridge, given to every socket, or ``None``.
+    :param host: the host application, which authenticates clients unless
+        a namespace class has its own authenticator (see
+        :meth:`~oe_web_socketio.namespace.Namespace.identify`); ``None``:
+        *authenticator* alone.
     """
 
     def __init__(
@@ -94,8 +100,10 @@ class DispatchSettings:
         max_event_size: int = 65_536,
         message_log_format: str | None = None,
         bridge: Bridge | None = None,
+        host: Host | None = None,
     ) -> None:
         self.bridge = bridge
+        self.host = host
         self.authenticator = authenticator
         self.trusted_proxies = trusted_proxies
         self.max_event_size = max_event_size
@@ -152,6 +160,7 @@ class Dispatcher(socketio.Namespace):
                 request,
                 authenticator=self.settings.authenticator,
                 bridge=self.settings.bridge,
+                host=self.settings.host,
             )
         except Exception:
             logger.exception(
@@ -195,14 +204,16 @@ class Dispatcher(socketio.Namespace):
         """Authenticate *socket* with the credentials it presents, if any;
         return ``(code, reason)`` if it must be refused."""
         try:
-            credentials = auth.credentials_from_request(environ, auth_payload)
-            if credentials is not None:
-                socket.authenticate(socket.check_credentials(credentials))
+            identity = socket.identify(environ, auth_payload)
+            if identity is not None:
+                socket.authenticate(identity)
         except AuthenticationError as exc:
             return AUTHENTICATION_FAILED, str(exc)
         except DatabaseUnavailable as exc:
             logger.error("Cannot authenticate %r: %s", socket, exc)
             return UNAVAILABLE, UNAVAILABLE_MESSAGE
+        except HostError as exc:  # the host application's fault, logged
+            return INTERNAL_ERROR, str(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. the database, logged
             socket.report_error(exc, "authentication")
             return INTERNAL_ERROR, "internal server error"
@@ -311,6 +322,8 @@ class Dispatcher(socketio.Namespace):
             return self._refuse(socket, event, exc.code, exc.message)
         except AuthenticationError as exc:
             return self._refuse(socket, event, AUTHENTICATION_FAILED, str(exc))
+        except HostError as exc:  # the host application's fault, logged
+            return self._answer(socket, event, error_payload(INTERNAL_ERROR, str(exc)))
         except DatabaseUnavailable as exc:
             logger.error(
                 "Cannot serve event %s of %r: %s", shorten(str(event)), socket, exc

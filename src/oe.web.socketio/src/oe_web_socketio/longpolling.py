@@ -70,9 +70,15 @@ holds its transaction meanwhile if one is open. Handlers run in the
 request's greenlet: one that spawns greenlets must not use the models in
 them.
 
+With a host application other than Tryton (see
+:mod:`oe_web_socketio.hosts`), the host authenticates requests instead
+(:meth:`~oe_web_socketio.hosts.Host.authenticate`, without Tryton's
+session header) and there are no models unless the host gives them.
+
 Importing this module imports neither gevent's patch nor trytond: the
-models come through :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`,
-which the wiring (:func:`serve_longpolling`) builds after the patch.
+models come from the host (:meth:`~oe_web_socketio.hosts.Host.orm`, for
+Tryton :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`), which the
+wiring (:func:`serve_longpolling`) asks for after the patch.
 """
 
 from __future__ import annotations
@@ -108,11 +114,13 @@ from oe_web_socketio.exceptions import (
     OeWebSocketIOError,
     PoolTimeout,
 )
+from oe_web_socketio.hosts import HostError
 from oe_web_socketio.routing import HTTPError, Request, Response, Route, Router
 
 if TYPE_CHECKING:
     from oe_web_socketio.bridge import Bridge
     from oe_web_socketio.config import Config
+    from oe_web_socketio.hosts import Host
     from oe_web_socketio.hosts.tryton_orm import TrytonORM
 
 logger = logging.getLogger(__name__)
@@ -574,6 +582,8 @@ class Settings:
     :ivar authenticator: validates sessions; ``None`` refuses them all.
     :ivar orm: the models; ``None`` when the server has no trytond.
     :ivar bridge: the database bridge; ``None`` when the server has none.
+    :ivar host: a host application that authenticates requests itself,
+        used when there is no *authenticator*; ``None``: none.
     """
 
     prefix: str
@@ -584,6 +594,7 @@ class Settings:
     authenticator: Authenticator | None = None
     orm: TrytonORM | None = None
     bridge: Bridge | None = None
+    host: Host | None = None
 
 
 class Endpoint:
@@ -618,6 +629,12 @@ class Endpoint:
             return self._unauthorized(str(exc))
         except DatabaseUnavailable as exc:
             return self._unavailable(http, exc)
+        except HostError as exc:  # the host application's fault, logged
+            return Response.json(
+                {"error": str(exc)},
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                [("Cache-Control", "no-store")],
+            )
         params = self._parameters(http)
         if self._signature is not None:
             try:
@@ -713,6 +730,8 @@ class Endpoint:
         :raises DatabaseUnavailable: the session cannot be checked now.
         """
         environ = http.environ
+        if self.settings.authenticator is None and self.settings.host is not None:
+            return self._authenticate_by_host(http, self.settings.host)
         named = environ.get("HTTP_" + DATABASE_HEADER.upper().replace("-", "_")) or None
         try:
             credentials = credentials_from_request(environ, None)
@@ -749,6 +768,32 @@ class Endpoint:
         # The authenticator logs its refusals, one line each.
         identity = self.settings.authenticator.authenticate(credentials, address)
         return identity, identity.db
+
+    def _authenticate_by_host(
+        self, http: Request, host: Host
+    ) -> tuple[Identity | None, str]:
+        """Who sends *http*, as the host application says; the database
+        is the first served (a host without Tryton has none of its own)."""
+        address = client_address(http.environ, self.settings.trusted_proxies)
+        try:
+            identity = host.authenticate(http.environ, None, address)
+        except AuthenticationError as exc:
+            logger.warning(
+                "Refused %s %s from %s: %s", http.method, http.path, http.client, exc
+            )
+            raise
+        if identity is None and self.spec.mustbeauthenticated:
+            logger.info(
+                "Refused %s %s from %s: no credentials",
+                http.method,
+                http.path,
+                http.client,
+            )
+            raise AuthenticationError("authentication required")
+        database = self.settings.databases[0]
+        if identity is not None and identity.db is not None:
+            database = identity.db
+        return identity, database
 
     def _render(self, result: Any) -> Response:
         if isinstance(result, Response):
@@ -880,15 +925,15 @@ def load_routes(
 def serve_longpolling(
     router: Router,
     config: Config,
-    authenticator: Authenticator | None,
+    host: Host | None,
     bridge: Bridge | None = None,
 ) -> list[Endpoint]:
     """Serve on *router* the long-polling routes *config* asks for: those of
     the entry point group (unless ``load_entry_points`` is off) and of
-    ``longpolling_modules``. With routes and a ``trytond_config``, load
-    trytond's models (see :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`)
-    and warm them up in a greenlet. Run after
-    :func:`oe_web_socketio.patch.patch`.
+    ``longpolling_modules``, authenticated by *host*. With routes, load the
+    host's models (:meth:`~oe_web_socketio.hosts.Host.orm`; for Tryton,
+    :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`, warmed up in a
+    greenlet). Run after :func:`oe_web_socketio.patch.patch`.
 
     :return: the endpoints served.
     :raises RouteError: a route cannot be loaded.
@@ -898,29 +943,17 @@ def serve_longpolling(
     specs = load_routes(
         config.longpolling_modules, entry_points=config.load_entry_points
     )
-    orm = None
-    if specs and config.trytond_config is not None:
-        import gevent
-
-        from oe_web_socketio.hosts.tryton_orm import TrytonORM
-
-        orm = TrytonORM(
-            config.trytond_config,
-            config.databases,
-            config.max_cursor,
-            config.pool_timeout,
-        )
-        orm.load()
-        gevent.spawn(orm.warm_up)
+    orm = host.orm() if specs and host is not None else None
     settings = Settings(
         prefix=config.longpolling_path,
         timeout=config.longpolling_timeout,
         databases=config.databases,
         trusted_proxies=config.trusted_proxies,
         max_body=config.max_http_buffer_size,
-        authenticator=authenticator,
+        authenticator=host.authenticator if host is not None else None,
         orm=orm,
         bridge=bridge,
+        host=host,
     )
     served = endpoints(specs, settings)
     add_routes(router, served)

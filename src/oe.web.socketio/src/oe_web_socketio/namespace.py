@@ -87,6 +87,7 @@ if TYPE_CHECKING:
     import socketio
 
     from oe_web_socketio.bridge import Bridge
+    from oe_web_socketio.hosts import Host
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class Namespace:
         request: Request,
         authenticator: auth.Authenticator | None = None,
         bridge: Bridge | None = None,
+        host: Host | None = None,
     ) -> None:
         self.server = server
         self.path = path
@@ -210,6 +212,7 @@ class Namespace:
         self.identity: auth.Identity | None = None
         self.connected = True
         self._authenticator = self.authenticator or authenticator
+        self._host = host
         self._channels: frozenset[str] = frozenset()
         #: Greenlets owned by the socket: spawned, and handlers running.
         self._greenlets: set[gevent.Greenlet] = set()
@@ -251,8 +254,9 @@ class Namespace:
     # --- identity
 
     @property
-    def uid(self) -> int | None:
-        """The id of the authenticated user, or ``None``."""
+    def uid(self) -> int | str | None:
+        """The id of the authenticated user (an :class:`int` for Tryton;
+        what a plain WSGI host gives, or ``None``), or ``None``."""
         return self.identity.uid if self.identity is not None else None
 
     @property
@@ -295,22 +299,43 @@ class Namespace:
             raise auth.AuthenticationError("this server cannot check sessions")
         return self._authenticator.authenticate(credentials, self.request.address)
 
+    def identify(
+        self, environ: Mapping[str, Any], auth_payload: Any
+    ) -> auth.Identity | None:
+        """Who presents the credentials of *environ* (a request) and
+        *auth_payload* (the Socket.IO ``auth`` payload), or ``None`` if
+        none are presented; does not authenticate the socket.
+
+        A namespace class with its own :attr:`authenticator` validates
+        Tryton sessions with it; otherwise the server's host application
+        decides (:meth:`oe_web_socketio.hosts.Host.authenticate`), or
+        without one the server's authenticator.
+
+        :raises AuthenticationError: the credentials are refused.
+        :raises HostError: the host application failed.
+        """
+        if self.authenticator is None and self._host is not None:
+            return self._host.authenticate(environ, auth_payload, self.request.address)
+        credentials = auth.credentials_from_request(environ, auth_payload)
+        return None if credentials is None else self.check_credentials(credentials)
+
     def on_session_id(self, session: Any) -> dict[str, Any]:
         """The ``session_id`` event: authenticate after connecting.
 
         :param session: ``base64("login:uid:key")`` as the Tryton web
-            client builds it, or ``{"session": …, "database": …}``.
+            client builds it, or ``{"session": …, "database": …}`` (for
+            a plain WSGI host, what its authenticate callable takes as
+            the ``auth`` payload; a string comes as ``{"session": …}``).
         :returns: ``{"uid": …, "login": …, "db": …}``.
         :raises AuthenticationError: the session is not valid.
         """
-        credentials = None
+        identity = None
         if isinstance(session, str):
-            credentials = auth.parse_session(session)
+            identity = self.identify({}, {"session": session})
         elif isinstance(session, Mapping):
-            credentials = auth.credentials_from_request({}, session)
-        if credentials is None:
+            identity = self.identify({}, session)
+        if identity is None:
             raise EventError(BAD_REQUEST, "expected a session or {session, database}")
-        identity = self.check_credentials(credentials)
         if self.identity is not None and self.identity != identity:
             raise EventError(
                 AUTHENTICATION_FAILED, "this socket is authenticated as another user"
@@ -576,13 +601,20 @@ class Namespace:
             sent; or ``{"resync": true, "reason": …, "position": p}``: the
             messages since *position* are no longer all known (or it is
             not a position of this database), reload and go on from *p*.
-            The socket is subscribed in every case.
+            The socket is subscribed in every case. A server without a
+            database bridge (a plain WSGI host) only subscribes, and
+            answers ``{"position": null, "replayed": 0}``: its messages
+            are live only.
         """
-        bridge = self._require_bridge()
         if channels is None:
             channels = []
         if not isinstance(channels, list):
             raise EventError(BAD_REQUEST, "channels must be a list of channels")
+        if self.bridge is None:
+            for channel in channels:
+                self.on_subscribe(channel)
+            return {"position": None, "replayed": 0}
+        bridge = self.bridge
         with self._resume_lock:
             # Off the live path first: what is published from now on is
             # read from the database, up to the moment the socket is back.

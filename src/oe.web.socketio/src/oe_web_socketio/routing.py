@@ -257,6 +257,18 @@ class Router:
         self._map.add(Rule(route.path, endpoint=shape, methods=sorted(route.methods)))
         self._routes[shape] = route
 
+    def serves(self, path: str) -> bool:
+        """Whether a route of this router has *path* (for any method)."""
+        if path.startswith("//"):
+            return False
+        try:
+            self._adapter.match(path, "GET")
+        except MethodNotAllowed:
+            return True
+        except (NotFound, RequestRedirect):
+            return False
+        return True
+
     def dispatch(self, request: Request) -> Response:
         """Return the answer to *request*."""
         path = request.path
