@@ -169,7 +169,8 @@ export class SocketIO {
       auth: (give) => give(this._auth()),
     });
     this._wire();
-    if (this.options.autoConnect) this.connect();
+    // After the caller's on("status", …) calls, which see "connecting".
+    if (this.options.autoConnect) queueMicrotask(() => this.connect());
   }
 
   // --- public API
