@@ -103,8 +103,9 @@ export function parsePosition(token) {
   if (typeof token !== "string") return null;
   const colon = token.lastIndexOf(":");
   if (colon < 0) return null;
-  const n = Number(token.slice(colon + 1));
-  if (!Number.isSafeInteger(n) || n < 0) return null;
+  const digits = token.slice(colon + 1);
+  if (!/^[0-9]{1,15}$/.test(digits)) return null;
+  const n = Number(digits);
   return { epoch: token.slice(0, colon), n };
 }
 

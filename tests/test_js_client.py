@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -23,6 +25,7 @@ from oe_web_socketio import outbox
 from oe_web_socketio.static import BUNDLE, STATIC
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from .appliance import ROOT
 from .browser import console_recorder
 from .realtime import RealtimeServer
 from .tcpproxy import TcpProxy
@@ -171,6 +174,27 @@ def assert_once_in_order(got: list[tuple], expected: list) -> None:
     assert [message for message, _ in got] == expected
     numbers = [number(position) for _, position in got]
     assert numbers == sorted(set(numbers))
+
+
+# -- the logic, in Node.js ---------------------------------------------------
+
+
+def test_ordering_logic_in_node():
+    """tests/node/socketio-logic.test.mjs: held and live messages, resync,
+    positions, the auth payload (node's own test runner)."""
+    node = shutil.which("node")
+    assert node, "node is not on PATH: `make build` installs it"
+    result = subprocess.run(
+        [node, "--test", str(ROOT / "tests" / "node" / "socketio-logic.test.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "# fail 0" in result.stdout
+    assert "# pass 6" in result.stdout
 
 
 # -- the API ----------------------------------------------------------------
