@@ -7,7 +7,8 @@ publishes one message on the channel :data:`~.party.CHANNEL`
 (``demo.parties``) in the same transaction, through
 :func:`trytond.modules.web_socketio.publish`: the demo page (served at
 ``/demo/``) shows it when, and only if, the change commits, whether it was
-made in sao, over JSON-RPC or by a script.
+made in sao, over JSON-RPC or by a script. ``demo.xml`` creates a few
+parties once, so that the list is not empty on first sight.
 """
 
 # Models are registered by tryton.cfg ([register]), as trytond 8 wants.
