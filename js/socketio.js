@@ -209,9 +209,10 @@ export class SocketIO {
     return this._call(event, args);
   }
 
-  /** Subscribe to *channel*: resolves to the server's answer (false if it
-   * already was subscribed), rejects with a SocketIOError if refused. The
-   * channel is subscribed again after each reconnection. */
+  /** Subscribe to *channel* once connected (and resumed): resolves to the
+   * server's answer (false if it already was subscribed), rejects with a
+   * SocketIOError if refused. The channel is subscribed again by the
+   * resume after each reconnection. */
   async subscribe(channel) {
     await this._ready;
     const answer = await this._call("subscribe", [channel]);

@@ -243,6 +243,23 @@ def test_only_subscribed_channels_arrive(page, realtime, user, tryton_db, channe
     assert page.evaluate("s.lastPosition") == positions[-1]
 
 
+def test_a_position_the_server_cannot_replay_fires_resync(
+    page, realtime, user, tryton_db, channel
+):
+    open_socket(page, realtime.url, user, autoConnect=False, channels=[channel])
+    # As if the page had seen a message of another database's outbox.
+    page.evaluate("() => { s.lastPosition = 'another-epoch:7'; s.connect(); }")
+    wait_status(page, "connected")
+    resyncs = [e["info"] for e in page.evaluate("log") if e["type"] == "resync"]
+    assert len(resyncs) == 1
+    assert resyncs[0]["resync"] is True
+    assert resyncs[0]["reason"] == "a position of another database"
+    assert page.evaluate("s.lastPosition") == resyncs[0]["position"]
+    # The channel of the options was subscribed by the resume.
+    publish(tryton_db, "live", channel=channel)
+    assert [m for m, _ in wait_received(page, channel, 1)] == ["live"]
+
+
 def test_longpolling_socket_is_one_object_per_page(page, realtime, user):
     load(page, realtime.url)
     # A second copy of the bundle on the page shares it too.
