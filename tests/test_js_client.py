@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from oe_web_socketio import outbox
@@ -27,6 +28,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from .appliance import ROOT
 from .browser import console_recorder
+from .longpolling_server import LongPollingServer
 from .realtime import RealtimeServer
 from .tcpproxy import TcpProxy
 from .tryton import Session, Trytond, new_password
@@ -316,6 +318,44 @@ def test_a_refused_session_says_why_and_a_new_session_connects(
         "connecting",
         "connected",
     ]
+
+
+def test_a_server_without_its_database_refuses_then_lets_in_by_itself(
+    page, tryton_db, user, bundle, tmp_path
+):
+    """The server cannot check sessions while PostgreSQL is out of reach:
+    it refuses as unavailable, and the client asks again, slowly, until it
+    is let in."""
+    socket_directory = re.search(r"host=([^&]+)", tryton_db.uri).group(1)
+    database = TcpProxy(str(Path(socket_directory) / ".s.PGSQL.5432"))
+    database.restore()
+    conf = tmp_path / "trytond.conf"
+    conf.write_text(
+        tryton_db.trytond_conf.read_text().replace(
+            tryton_db.uri, f"postgresql://tryton@127.0.0.1:{database.port}/"
+        )
+    )
+    server = LongPollingServer(
+        tmp_path, tryton_db.name, trytond_config=conf, settings={"pool_timeout": 1}
+    )
+    try:
+        load(page, server.url)
+        database.cut()
+        page.evaluate(
+            OPEN,
+            ["/", {"session": user.header, "refusedRetryDelay": 300, **FAST}],
+        )
+        wait_status(page, "refused")
+        refused = [e for e in page.evaluate("log") if e["type"] == "status"][-1]
+        assert refused["detail"] == "service unavailable, try again later"
+        # It asks again by itself.
+        wait(page, "() => log.filter(e => e.state === 'refused').length >= 2")
+        database.restore()
+        wait_status(page, "connected", timeout=60_000)
+        assert statuses(page)[:2] == ["connecting", "refused"]
+    finally:
+        server.stop()
+        database.close()
 
 
 # -- recovery -------------------------------------------------------------------
