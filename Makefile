@@ -7,7 +7,8 @@
 # Debian packages come from apt-get (as root, or through sudo); Python
 # distributions from the buildout, bootstrapped in .venv with the pins of
 # versions.cfg; Node.js packages (the clients the tests drive) from npm, with
-# the versions of package-lock.json. The buildout and npm run again only when
+# the versions of package-lock.json, and sao (the Tryton web client) with
+# those of sao/package-lock.json. The buildout and npm run again only when
 # their inputs change, so running `make run` on a built checkout is quick.
 
 SHELL := /bin/bash
@@ -32,7 +33,11 @@ BUILD_INPUTS := buildout.cfg appliance.cfg versions.cfg $(wildcard local.cfg) \
 	supervisord.conf.in $(wildcard templates/*.in) \
 	src/oe.web.socketio/pyproject.toml src/oe.web.socketio/setup.py \
 	addons/web_socketio/setup.py addons/web_socketio/tryton.cfg \
-	examples/chat/pyproject.toml examples/longpolling/pyproject.toml
+	examples/chat/pyproject.toml examples/longpolling/pyproject.toml \
+	addons/web_socketio_demo/setup.py addons/web_socketio_demo/tryton.cfg \
+	examples/demo/pyproject.toml \
+	examples/wsgi_chat/pyproject.toml examples/webpy_chat/pyproject.toml \
+	examples/flask_chat/pyproject.toml
 
 .PHONY: run test build deps stop
 
@@ -87,3 +92,31 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "make: npm is not on PATH: run 'make build', which installs Debian's nodejs and npm" >&2; exit 1; }
 	npm ci --no-audit --no-fund
 	touch $@
+
+# sao, the Tryton web client, is an npm project of its own (sao/): its
+# index.html loads its front-end dependencies from the node_modules/ beside
+# it, which sao/.npmrc's nested install gives. No install script runs (sao
+# ships built). trytond serves $(SAO) at / ([web] root in
+# templates/trytond.conf.in), with the site's custom.js and custom.css
+# that sao's index.html loads.
+SAO := sao/node_modules/tryton-sao
+build: $(SAO)/custom.js $(SAO)/custom.css
+
+sao/node_modules/.package-lock.json: sao/package.json sao/package-lock.json sao/.npmrc
+	@command -v npm >/dev/null || { echo "make: npm is not on PATH: run 'make build', which installs Debian's nodejs and npm" >&2; exit 1; }
+	cd sao && npm ci --ignore-scripts --omit=dev --no-audit --no-fund
+	touch $@
+
+$(SAO)/custom.%: sao/custom.% sao/node_modules/.package-lock.json
+	cp $< $@
+
+# The browser client (js/, with socket.io-client from node_modules) bundled
+# by esbuild (pinned in package.json) into one script, with its source map,
+# that oe_web_socketio serves at /oe_web_socketio/oe_web_socketio.js.
+BUNDLE := src/oe.web.socketio/src/oe_web_socketio/static/oe_web_socketio.js
+build: $(BUNDLE)
+
+$(BUNDLE): $(wildcard js/*.js) package-lock.json node_modules/.package-lock.json
+	node_modules/.bin/esbuild js/index.js --bundle --format=iife \
+		--global-name=oe_web_socketio --target=es2020 --minify --sourcemap \
+		--log-level=warning --outfile=$@

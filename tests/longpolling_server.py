@@ -1,6 +1,6 @@
 """Driving long-polling routes from integration tests: the server process
-with a configuration of the test's own, an HTTP helper, and a TCP proxy in
-front of PostgreSQL that a test can cut and restore.
+with a configuration of the test's own, and an HTTP helper (the TCP proxy
+that cuts PostgreSQL off is :class:`tests.tcpproxy.TcpProxy`).
 
 The server is the appliance's ``bin/oe_web_socketio`` (its eggs, the
 example routes of its entry points) with a second ``-c`` file that
@@ -10,11 +10,8 @@ replaces the appliance's: the test database, a free port, the routes of
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -126,85 +123,3 @@ def http(
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, dict(exc.headers), exc.read()
-
-
-class PgProxy:
-    """A TCP port that forwards each connection to PostgreSQL's Unix socket.
-
-    :meth:`cut` closes the port and every forwarded connection (the
-    database is out of reach); :meth:`restore` listens again on the same
-    port.
-    """
-
-    def __init__(self, unix_socket: str) -> None:
-        self.unix_socket = unix_socket
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-
-    def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        with self._lock:
-            self._listener = listener
-        self._start(self._accept, listener)
-
-    def cut(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            sockets, self._sockets = self._sockets, []
-        for sock in [listener, *sockets]:
-            if sock is None:
-                continue
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self.cut()
-        for thread in self._threads:
-            thread.join(5)
-
-    def _start(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # cut
-            server = socket.socket(socket.AF_UNIX)
-            try:
-                server.connect(self.unix_socket)
-            except OSError:
-                client.close()
-                server.close()
-                continue
-            with self._lock:
-                if self._listener is not listener:
-                    client.close()
-                    server.close()
-                    return
-                self._sockets += [client, server]
-            self._start(self._pump, client, server)
-            self._start(self._pump, server, client)
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()

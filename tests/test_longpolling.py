@@ -24,7 +24,8 @@ import pytest
 from oe_web_socketio import outbox
 
 from .appliance import ROOT
-from .longpolling_server import LongPollingServer, PgProxy, http
+from .longpolling_server import LongPollingServer, http
+from .tcpproxy import TcpProxy
 from .tryton import Session, Trytond, free_port
 
 #: Cursors of the main server under test.
@@ -521,7 +522,7 @@ def test_database_out_of_reach_is_503_and_recovers_without_restart(
     tryton_db, trytond, user, tmp_path, appliance
 ):
     socket_directory = re.search(r"host=([^&]+)", tryton_db.uri).group(1)
-    proxy = PgProxy(str(Path(socket_directory) / ".s.PGSQL.5432"))
+    proxy = TcpProxy(str(Path(socket_directory) / ".s.PGSQL.5432"))
     proxy.restore()
     conf = tmp_path / "trytond.conf"
     conf.write_text(
