@@ -232,6 +232,30 @@ def test_two_users_chat_and_see_a_party_renamed(
     )
     screenshot(ada.page, "demo")
     screenshot(grace.page, "demo-second-user")
+
+    # A room of their own: its lines stay there.
+    room = f"engines-{token}"
+    for page in (ada, grace):
+        page.page.fill("#room-name", room)
+        page.page.press("#room-name", "Enter")
+        expect(page.page.locator(f'#rooms .tab[data-room="{room}"]')).to_have_attribute(
+            "aria-selected", "true", timeout=SHOWN
+        )
+    grace.say(f"Only in {room}")
+    expect(ada.lines(f"Only in {room}")).to_have_count(1, timeout=SHOWN)
+    ada.page.click('#rooms .tab[data-room="general"] button.link')
+    expect(ada.lines(f"Hello Grace, {token}")).to_have_count(1)
+    expect(ada.lines(f"Only in {room}")).to_have_count(0)
+    # A bad room name is refused on the page, before the server.
+    ada.page.fill("#room-name", "No Spaces!")
+    ada.page.press("#room-name", "Enter")
+    expect(ada.page.locator("#join-error")).to_be_visible()
+
+    # Grace leaves: Ada sees her go.
+    grace.page.close()
+    expect(
+        ada.page.locator(f'#online li[data-login="{users["grace"][0]}"]')
+    ).to_have_count(0, timeout=SHOWN)
     assert not [line for line in ada.console if line.startswith("pageerror")]
 
 
