@@ -338,6 +338,27 @@ def test_wrong_password_says_so(open_page, users):
     expect(page.banner()).to_have_text("Wrong login or password", timeout=SHOWN)
     expect(page.page.locator("#login-view")).to_be_visible()
     expect(page.page.locator("#app-view")).to_be_hidden()
+    screenshot(page.page, "demo-wrong-password")
+
+
+def test_log_out_and_in_again(appliance, users, open_page):
+    ada = logged_in_page(open_page, users, "ada")
+    header = ada.page.evaluate("demo.session.header")
+    ada.page.click("#logout")
+    expect(ada.page.locator("#login-view")).to_be_visible()
+    # Tryton ended the session: it no longer opens anything.
+    deadline = time.monotonic() + SHOWN / 1000
+    while time.monotonic() < deadline:
+        try:
+            appliance.rpc("model.res.user.get_preferences", [True, {}], header)
+        except Exception:  # noqa: BLE001 - 401 or 403 from trytond
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the session still works after the logout")
+    # A reload stays logged out (the tab forgot the session).
+    ada.page.reload()
+    expect(ada.page.locator("#login-view")).to_be_visible()
 
 
 def test_expired_session_goes_back_to_the_login(appliance, users, open_page):
@@ -369,6 +390,7 @@ def test_realtime_server_down_says_so_and_recovers(appliance, users, token, open
         expect(ada.page.locator("#connection")).not_to_have_attribute(
             "data-state", "connected"
         )
+        screenshot(ada.page, "demo-server-down")
     finally:
         started = appliance.run(
             "supervisorctl", "start", "oe_web_socketio", timeout=120

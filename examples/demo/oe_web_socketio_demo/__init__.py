@@ -170,7 +170,9 @@ class DemoNamespace(Namespace):
             return
         if self.presence.remove(self.db, self.sid):
             logger.info("%s left %s", self.login, self.db)
-            self._announce()
+            # Not to the leaving socket: the server may be shutting down,
+            # and its page would show nobody online.
+            self._announce(skip_sid=self.sid)
 
     def on_who(self) -> list[dict[str, Any]]:
         """The ``who`` event: the users online in this database."""
@@ -182,13 +184,14 @@ class DemoNamespace(Namespace):
         # Not a channel: can_subscribe never lets a client in.
         return f"demo-online:{self.db}"
 
-    def _announce(self) -> None:
+    def _announce(self, skip_sid: str | None = None) -> None:
         assert self.db is not None
         self.server.emit(
             "online",
             (self.presence.users(self.db),),
             to=self._online_room,
             namespace=self.path,
+            skip_sid=skip_sid,
         )
 
     def _user_name(self) -> str:

@@ -236,6 +236,8 @@
     if (socket !== state.socket) return;
     const chip = $("#connection");
     chip.dataset.state = status;
+    // What the panels show may be stale while the connection is down.
+    $("#app-view").dataset.live = String(status === "connected");
     chip.textContent = chipText(status);
     clearTimeout(state.reachTimer);
     if (status === "connected") {
