@@ -438,3 +438,79 @@ def test_demo_namespace_refuses_bad_input_clearly(appliance, users):
             transports=["websocket"],
             wait_timeout=20,
         )
+
+
+def test_a_user_who_may_not_read_parties_gets_none(appliance, admin, token):
+    """The namespace applies ``ir.model.access`` of party.party as trytond
+    does: here a group whose members may not read parties."""
+    (group,) = appliance.rpc(
+        "model.res.group.create", [[{"name": f"demo no parties {token}"}], {}], admin
+    )
+    (access,) = appliance.rpc(
+        "model.ir.model.access.create",
+        [
+            [
+                {
+                    "model": "party.party",
+                    "group": group,
+                    "perm_read": False,
+                    "perm_write": False,
+                    "perm_create": False,
+                    "perm_delete": False,
+                }
+            ],
+            {},
+        ],
+        admin,
+    )
+    login, password = f"demo-noparty-{token}", f"pass-{secrets.token_hex(8)}"
+    (uid,) = appliance.rpc(
+        "model.res.user.create",
+        [
+            [
+                {
+                    "login": login,
+                    "name": "No Parties",
+                    "password": password,
+                    "groups": [["add", [group]]],
+                }
+            ],
+            {},
+        ],
+        admin,
+    )
+    try:
+        session = appliance.login(login, password)
+        # trytond itself refuses.
+        with pytest.raises(RuntimeError, match="UserError"):  # AccessError
+            appliance.rpc("model.party.party.search", [[], 0, None, None, {}], session)
+        with sio_client(appliance, session) as client:
+            assert call(client, "parties")["error"]["code"] == "forbidden"
+            assert call(client, "subscribe", "demo.parties")["error"]["code"] == (
+                "forbidden"
+            )
+            # The rest of the demo is theirs.
+            assert call(client, "subscribe", "demo.room.general") in (True, False)
+            assert call(client, "say", "general", "no parties for me") == {"ok": True}
+    finally:
+        appliance.rpc("model.ir.model.access.delete", [[access], {}], admin)
+        appliance.rpc("model.res.user.write", [[uid], {"active": False}, {}], admin)
+        appliance.rpc("model.res.group.write", [[group], {"active": False}, {}], admin)
+
+
+def test_presence_counts_users_not_tabs():
+    from oe_web_socketio_demo import Presence
+
+    presence = Presence()
+    ada = {"uid": 1, "login": "ada", "name": "Ada"}
+    grace = {"uid": 2, "login": "grace", "name": "grace"}
+    assert presence.add("oe", "s1", ada) is True
+    assert presence.add("oe", "s2", ada) is False  # a second tab
+    assert presence.add("oe", "s3", grace) is True
+    assert presence.add("other", "s4", grace) is True  # another database
+    assert [u["login"] for u in presence.users("oe")] == ["ada", "grace"]
+    assert presence.remove("oe", "s1") is False  # still in her other tab
+    assert presence.remove("oe", "s2") is True
+    assert presence.remove("oe", "s2") is False  # unknown socket
+    assert [u["login"] for u in presence.users("oe")] == ["grace"]
+    assert [u["login"] for u in presence.users("other")] == ["grace"]
