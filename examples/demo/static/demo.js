@@ -250,7 +250,8 @@
         }
       }, REACH_GRACE);
     } else if (status === "refused") {
-      const code = data && data.code;
+      // The refusal's code (the third argument), else its reason.
+      const code = (data && data.code) || (/session|authenticat/i.test(detail ?? "") ? "authentication_failed" : null);
       if (code === "authentication_failed") expire();
       else showBanner("warn", code === "unavailable" ? MESSAGES.unavailable : MESSAGES.unreachable, "realtime");
     }
