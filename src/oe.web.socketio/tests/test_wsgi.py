@@ -38,6 +38,7 @@ def middleware():
 def test_paths_go_to_the_server_or_to_the_application(middleware):
     status, _, body = call(middleware, "GET", "/health")
     assert (status, json.loads(body)["status"]) == ("200 OK", "ok")
+    assert json.loads(body)["databases"] == []  # a plain host has none
     assert call(middleware, "GET", "/")[2] == b"app /"
     assert call(middleware, "GET", "/healthy")[2] == b"app /healthy"
     assert call(middleware, "GET", "/longpolling")[2] == b"app /longpolling"

@@ -187,7 +187,8 @@ class Application:
         self.router.add(
             health_route(
                 version=__version__,
-                databases=config.databases,
+                # A host without a database (plain WSGI) serves none.
+                databases=config.databases if host is None or pools is not None else (),
                 count_clients=self.count_clients,
                 counters=counters,
             )
