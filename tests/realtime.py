@@ -21,8 +21,56 @@ import socketio
 from .tryton import free_port
 
 
-class RealtimeServer:
+class ServerProcess:
+    """A server started as a subprocess, its output appended to *log*,
+    ready once :meth:`ready` succeeds; stopped (SIGTERM, then SIGKILL after
+    15 s) by :meth:`stop`."""
+
+    #: The server's name, in the errors of a start that fails.
+    name = "server"
+
+    def start(self, command: list[str], log: Path, env: dict[str, str] | None) -> None:
+        """Run *command* and wait up to 30 s for :meth:`ready`."""
+        self.log = log
+        self._log_file = log.open("a")
+        self.process = subprocess.Popen(
+            command,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._log_file.close()
+                raise RuntimeError(f"{self.name} exited: {log.read_text()[-3000:]}")
+            try:
+                self.ready()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within 30 s")
+
+    def ready(self) -> None:
+        """Return once the server answers; raise :class:`OSError` before."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log_file.close()
+
+
+class RealtimeServer(ServerProcess):
     """``bin/oe_web_socketio -d DB -p PORT`` of an appliance checkout."""
+
+    name = "oe_web_socketio"
 
     def __init__(
         self,
@@ -38,9 +86,7 @@ class RealtimeServer:
         a given port (a restart on the same one)."""
         self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log_file = log.open("a")
-        self.process = subprocess.Popen(
+        self.start(
             [
                 str(directory / "bin" / "oe_web_socketio"),
                 *args,
@@ -51,23 +97,12 @@ class RealtimeServer:
                 "--log-level",
                 "info",
             ],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
+            log,
+            env,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self._log_file.close()
-                raise RuntimeError(f"oe_web_socketio exited: {log.read_text()[-2000:]}")
-            try:
-                self.health()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("oe_web_socketio did not answer /health within 30 s")
+
+    def ready(self) -> None:
+        self.health()
 
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
@@ -82,15 +117,6 @@ class RealtimeServer:
             time.sleep(0.05)
             seen = self.health()["greenlets"]
         return seen
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log_file.close()
 
 
 class Recorder:

@@ -10,12 +10,10 @@ a token that makes it raise and one that makes it return garbage.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
 import re
-import subprocess
 import sys
 import time
 import urllib.error
@@ -28,6 +26,7 @@ from typing import Any
 import pytest
 import socketio
 
+from .realtime import ServerProcess
 from .tryton import free_port
 
 #: Seconds any single exchange may take.
@@ -42,36 +41,23 @@ LAUNCHER = Path(__file__).resolve().parent / "wsgi_hosts_server.py"
 HOST_FAILURE = "the server could not check the credentials"
 
 
-class ExampleServer:
+class ExampleServer(ServerProcess):
     """``python tests/wsgi_hosts_server.py FRAMEWORK PORT``, its log kept."""
 
     def __init__(self, framework: str, log: Path) -> None:
         self.framework = framework
+        self.name = f"{framework} chat"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log_file = log.open("w")
-        self.process = subprocess.Popen(
+        self.start(
             [sys.executable, str(LAUNCHER), framework, str(self.port)],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=os.environ.copy(),
+            log,
+            os.environ.copy(),
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                self._log_file.close()
-                raise RuntimeError(
-                    f"{framework} chat exited: {log.read_text()[-3000:]}"
-                )
-            with contextlib.suppress(OSError):
-                if self.get("/health")[0] == 200:
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{framework} chat did not answer within 30 s")
-            time.sleep(0.1)
+
+    def ready(self) -> None:
+        if self.get("/health")[0] != 200:
+            raise OSError("not healthy yet")
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers=None
@@ -106,15 +92,6 @@ class ExampleServer:
         regex = re.compile(pattern)
         lines = self.log.read_text().splitlines()
         return sum(1 for line in lines if regex.search(line))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log_file.close()
 
 
 class Client:
