@@ -36,7 +36,8 @@
 //   or the database changed) emits "resync" with that answer: reload.
 // * Status ("status" event, `s.status`): "connecting", "connected" (resumed,
 //   live), "reconnecting" (the connection was lost or the server cannot be
-//   reached; it keeps trying), "refused" (the server said no at connection:
+//   reached; it keeps trying), "refused" (the server said no at connection,
+//   or ended the socket because its session ended (logged out, expired):
 //   detail is its reason, e.g. an invalid or expired session; no retry until
 //   setSession() or connect(), except a refusal because the server is
 //   unavailable, retried slowly), "disconnected" (disconnect() was called,
@@ -153,6 +154,7 @@ export class SocketIO {
     this._resumeTimer = null;
     this._retryTimer = null;
     this._refusedDelay = this.options.refusedRetryDelay;
+    this._sessionEnded = null; // {code, message} the server ended the session with
     this._ready = null;
     this._resetReady();
     this.manager = new Manager(this.options.url || undefined, {
@@ -334,6 +336,7 @@ export class SocketIO {
   _wire() {
     const socket = this.socket;
     socket.on("connect", () => {
+      this._sessionEnded = null;
       this._refusedDelay = this.options.refusedRetryDelay;
       this._resumeAttempt = 0;
       this._resume();
@@ -344,6 +347,11 @@ export class SocketIO {
       this._resetReady();
       if (reason === "io client disconnect") {
         this._setStatus("disconnected", null);
+      } else if (reason === "io server disconnect" && this._sessionEnded) {
+        // The session ended while connected (logged out, expired): as a
+        // refusal at connection, nothing is tried until setSession().
+        const ended = this._sessionEnded;
+        this._setStatus("refused", ended.message, {code: ended.code});
       } else if (reason === "io server disconnect") {
         this._setStatus("disconnected", "the server ended the connection");
       } else {
@@ -370,6 +378,11 @@ export class SocketIO {
       if (this.status !== "reconnecting") this._setStatus("reconnecting", `attempt ${attempt}`);
     });
     socket.on("message", (...args) => this._onMessage(args));
+    // The server tells a socket whose session ended, then disconnects it.
+    socket.on("error", (payload) => {
+      const error = payload && payload.error;
+      if (error && error.code === "authentication_failed") this._sessionEnded = error;
+    });
   }
 
   _resume() {

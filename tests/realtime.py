@@ -8,6 +8,7 @@ entry point) on a free port, serving the test database.
 
 from __future__ import annotations
 
+import configparser
 import json
 import subprocess
 import threading
@@ -19,6 +20,19 @@ from typing import Any
 import socketio
 
 from .tryton import free_port
+
+
+def configuration(directory: Path, target: Path, **settings: Any) -> Path:
+    """Write to *target* the appliance's ``etc/oe_web_socketio.conf`` of
+    *directory* with *settings* replaced or added (for ``-c``); return
+    *target*."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(directory / "etc" / "oe_web_socketio.conf")
+    for key, value in settings.items():
+        parser["oe_web_socketio"][key] = str(value)
+    with target.open("w") as file:
+        parser.write(file)
+    return target
 
 
 class ServerProcess:

@@ -21,7 +21,7 @@ import socketio
 from oe_web_socketio import outbox
 
 from .pgcluster import Cluster
-from .realtime import RealtimeServer, Recorder
+from .realtime import RealtimeServer, Recorder, configuration
 from .tryton import new_password
 
 pytestmark = pytest.mark.timeout(300)
@@ -404,10 +404,8 @@ def test_past_the_retention_window_clients_resync(
     appliance, realtime, users, tryton_db, channel, tmp_path
 ):
     # A server keeping 3 messages; it prunes when it connects.
-    config = tmp_path / "oe_web_socketio.conf"
-    config.write_text(
-        (appliance.directory / "etc" / "oe_web_socketio.conf").read_text()
-        + "history_max_count = 3\n"
+    config = configuration(
+        appliance.directory, tmp_path / "oe_web_socketio.conf", history_max_count=3
     )
     publish(tryton_db, "first", channel=channel)
     # Positioned by the module's server, which listens all along.

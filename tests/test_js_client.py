@@ -29,7 +29,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from .appliance import ROOT
 from .browser import console_recorder
 from .longpolling_server import LongPollingServer
-from .realtime import RealtimeServer
+from .realtime import RealtimeServer, configuration
 from .tcpproxy import TcpProxy
 from .tryton import Session, Trytond, new_password
 
@@ -318,6 +318,55 @@ def test_a_refused_session_says_why_and_a_new_session_connects(
         "connecting",
         "connected",
     ]
+
+
+def test_a_session_ended_while_connected_is_refused_until_a_new_one(
+    page, appliance, trytond, bundle, tmp_path
+):
+    """Logged out in another tab while connected: the server (checking
+    sessions every 0.3 s here) ends the socket, the page sees "refused"
+    with the reason and asks nothing more; a new session connects."""
+    config = configuration(
+        appliance.directory,
+        tmp_path / "oe_web_socketio.conf",
+        session_check_interval=0.3,
+    )
+    server = RealtimeServer(
+        appliance.directory,
+        trytond.database,
+        tmp_path / "oe_web_socketio.log",
+        args=("-c", str(config)),
+    )
+    try:
+        password = new_password()
+        trytond.create_user("js_client_ends", password)
+        ending = trytond.login("js_client_ends", password)
+        open_socket(page, server.url, ending)
+        wait_status(page, "connected")
+        trytond.logout(ending)
+        wait_status(page, "refused")
+        refused = [e for e in page.evaluate("log") if e["type"] == "status"][-1]
+        assert refused["detail"] == "invalid or expired session"
+        requests: list[str] = []
+        page.on(
+            "request",
+            lambda r: requests.append(r.url) if "/socket.io/" in r.url else 0,
+        )
+        page.wait_for_timeout(2000)
+        assert requests == []
+        assert page.evaluate("s.status") == "refused"
+        again = trytond.login("js_client_ends", password)
+        page.evaluate("(session) => s.setSession(session)", again.header)
+        wait_status(page, "connected")
+        assert statuses(page) == [
+            "connecting",
+            "connected",
+            "refused",
+            "connecting",
+            "connected",
+        ]
+    finally:
+        server.stop()
 
 
 def test_a_server_without_its_database_refuses_then_lets_in_by_itself(

@@ -10,12 +10,13 @@ base ``Namespace`` at ``/`` (the seed's flow: connect, then ``session_id``).
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 import socketio
 
 from .nodeclient import ConnectRefused, NodeClient
-from .realtime import RealtimeServer, Recorder
+from .realtime import RealtimeServer, Recorder, configuration
 from .tryton import new_password
 
 TRANSPORTS = ("websocket", "polling")
@@ -208,3 +209,104 @@ def test_the_node_client_is_refused_without_a_session(realtime):
     ):
         node.wait_connected()
     assert "authentication required" in refused.value.message
+
+
+# -- sessions that end while connected --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def watching(appliance, trytond, tmp_path_factory):
+    """A server checking connected sessions every 0.3 s."""
+    directory = tmp_path_factory.mktemp("watching")
+    config = configuration(
+        appliance.directory,
+        directory / "oe_web_socketio.conf",
+        session_check_interval=0.3,
+    )
+    server = RealtimeServer(
+        appliance.directory,
+        trytond.database,
+        directory / "oe_web_socketio.log",
+        args=("-c", str(config)),
+    )
+    yield server
+    server.stop()
+
+
+def wait_until(condition, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_socket_whose_session_ends_is_told_and_disconnected(
+    watching, trytond, transport
+):
+    """Logged out over JSON-RPC while connected: the server tells the
+    socket why and ends it; a socket of a live session of the same user
+    stays, and so does the check (the next round still runs)."""
+    password = new_password()
+    login = f"rt_watch_{transport}"
+    trytond.create_user(login, password)
+    leaving = trytond.login(login, password)
+    staying = trytond.login(login, password)
+    gone = chat(watching, leaving, transport)
+    kept = chat(watching, staying, transport)
+    try:
+        assert gone.call("subscribe", "room-watch") is True
+        trytond.logout(leaving)
+        assert wait_until(lambda: not gone.client.connected)
+        errors = [args for event, args in gone.received if event == "error"]
+        assert errors == [
+            (
+                {
+                    "error": {
+                        "code": "authentication_failed",
+                        "message": "invalid or expired session",
+                    }
+                },
+            )
+        ]
+        # Several rounds later, the live session's socket is still served.
+        ended = watching.health()["sessions"]["ended"]
+        assert ended >= 1
+        time.sleep(1)
+        assert kept.client.connected
+        assert kept.call("subscribe", "room-watch") is True
+        assert watching.log.read_text().count("Session of") == ended
+    finally:
+        kept.disconnect()
+        if gone.client.connected:
+            gone.disconnect()
+
+
+def test_a_deactivated_user_is_disconnected(watching, trytond):
+    password = new_password()
+    uid = trytond.create_user("rt_watch_deactivated", password)
+    session = trytond.login("rt_watch_deactivated", password)
+    socket = chat(watching, session)
+    try:
+        trytond.rpc(
+            "model.res.user.write",
+            [[uid], {"active": False}, {}],
+            session=trytond.admin,
+        )
+        assert wait_until(lambda: not socket.client.connected)
+        assert (
+            "error",
+            (
+                {
+                    "error": {
+                        "code": "authentication_failed",
+                        "message": "invalid or expired session",
+                    }
+                },
+            ),
+        ) in socket.received
+    finally:
+        if socket.client.connected:
+            socket.disconnect()

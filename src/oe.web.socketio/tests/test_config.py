@@ -123,6 +123,11 @@ def test_from_file_empty_values(tmp_path):
         ("ping_timeout = soon", "ping_timeout", "not a number: 'soon'"),
         ("ping_timeout = nan", "ping_timeout", "not a finite number: 'nan'"),
         ("ping_interval = 0", "ping_interval", "must be a positive number"),
+        (
+            "session_check_interval = -1",
+            "session_check_interval",
+            "must be a number of seconds, 0 or more, got -1.0",
+        ),
         ("databases =", "databases", "at least one database is required"),
         ("databases = a,,b", "databases", "empty item"),
         ("databases = a, a", "databases", "database listed twice: a"),

@@ -42,6 +42,7 @@ from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
 from oe_web_socketio.routing import Router
 from oe_web_socketio.server import use_websocket_transport
+from oe_web_socketio.sessions import SessionWatch
 from oe_web_socketio.sockets import Server, SocketIO
 from oe_web_socketio.static import static_route
 
@@ -184,6 +185,13 @@ class Application:
             self.bridge.history_max_count = config.history_max_count
             self.socketio.settings.bridge = self.bridge
             counters["listeners"] = self.bridge.health
+        # Sessions that end while their sockets are connected.
+        self.sessions: SessionWatch | None = None
+        if host is not None and config.session_check_interval > 0:
+            self.sessions = SessionWatch(
+                lambda: self.socketio.dispatchers, config.session_check_interval
+            )
+            counters["sessions"] = self.sessions.stats
         self.router.add(
             health_route(
                 version=__version__,
@@ -236,9 +244,12 @@ class Application:
         return len(clients)
 
     def start(self) -> None:
-        """Start the background work: the database bridge's listeners."""
+        """Start the background work: the database bridge's listeners, the
+        check of connected sessions."""
         if self.bridge is not None:
             self.bridge.start()
+        if self.sessions is not None:
+            self.sessions.start()
 
     def shutdown(self) -> None:
         """Close every client session and stop Socket.IO's background tasks.
@@ -253,6 +264,8 @@ class Application:
         for session in sessions:
             session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
         self.sio.shutdown()
+        if self.sessions is not None:
+            self.sessions.stop()
         if self.bus is not None:
             self.bus.close()
         if self.bridge is not None:

@@ -119,6 +119,11 @@ class Config:
         long-polling routes they declare, besides those of the entry point
         group ``oe_web_socketio.longpolling`` (see
         :attr:`load_entry_points`, which covers that group too).
+    :ivar session_check_interval: seconds between two checks that the
+        sessions of connected, authenticated sockets are still valid (a
+        logout, an expired or deleted session, a deactivated user): such a
+        socket is told (``error`` event, ``authentication_failed``) and
+        disconnected. ``0`` checks only at connection.
     """
 
     databases: tuple[str, ...] = ("oe",)
@@ -144,6 +149,7 @@ class Config:
     longpolling_path: str = "/longpolling"
     longpolling_timeout: float = 60.0
     longpolling_modules: tuple[str, ...] = ()
+    session_check_interval: float = 60.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -351,6 +357,12 @@ def _positive(value: float) -> str | None:
     return None
 
 
+def _seconds_or_zero(value: float) -> str | None:
+    if not (math.isfinite(value) and value >= 0):
+        return f"must be a number of seconds, 0 or more, got {value}"
+    return None
+
+
 def _check_trusted_proxies(proxies: tuple[str, ...]) -> str | None:
     for proxy in proxies:
         try:
@@ -448,4 +460,5 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "longpolling_path": _check_longpolling_path,
     "longpolling_timeout": _positive,
     "longpolling_modules": _check_modules,
+    "session_check_interval": _seconds_or_zero,
 }

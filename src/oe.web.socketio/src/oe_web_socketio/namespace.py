@@ -72,6 +72,8 @@ from oe_web_socketio import auth
 from oe_web_socketio import events as events_module
 from oe_web_socketio.adapter import Adapter, AdapterQueue
 from oe_web_socketio.bridge import channel_room, database_room
+from oe_web_socketio.exceptions import DatabaseUnavailable
+from oe_web_socketio.hosts import HostError
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
     BAD_REQUEST,
@@ -213,6 +215,7 @@ class Namespace:
         self.connected = True
         self._authenticator = self.authenticator or authenticator
         self._host = host
+        self._evidence: tuple[Mapping[str, Any], Any] | None = None
         self._channels: frozenset[str] = frozenset()
         #: Greenlets owned by the socket: spawned, and handlers running.
         self._greenlets: set[gevent.Greenlet] = set()
@@ -315,9 +318,40 @@ class Namespace:
         :raises HostError: the host application failed.
         """
         if self.authenticator is None and self._host is not None:
-            return self._host.authenticate(environ, auth_payload, self.request.address)
-        credentials = auth.credentials_from_request(environ, auth_payload)
-        return None if credentials is None else self.check_credentials(credentials)
+            identity = self._host.authenticate(
+                environ, auth_payload, self.request.address
+            )
+        else:
+            credentials = auth.credentials_from_request(environ, auth_payload)
+            identity = (
+                None if credentials is None else self.check_credentials(credentials)
+            )
+        if identity is not None:
+            # What proved it, to prove it again (see :meth:`recheck`); the
+            # environ is python-socketio's, kept for the session anyway.
+            self._evidence = (environ, auth_payload)
+        return identity
+
+    def recheck(self) -> bool | None:
+        """Whether the credentials that authenticated this socket still
+        prove the same user (the session was not logged out, has not
+        expired, the user is still active), checked again as at
+        connection.
+
+        :returns: ``True`` if they do (or the socket is anonymous),
+            ``False`` if they do not, ``None`` if it cannot be told now
+            (the database or the host application failed: logged).
+        """
+        if self.identity is None or self._evidence is None:
+            return True
+        environ, auth_payload = self._evidence
+        try:
+            return self.identify(environ, auth_payload) == self.identity
+        except auth.AuthenticationError:
+            return False
+        except (DatabaseUnavailable, HostError) as exc:
+            logger.warning("Cannot check the session of %r again: %s", self, exc)
+            return None
 
     def on_session_id(self, session: Any) -> dict[str, Any]:
         """The ``session_id`` event: authenticate after connecting.
