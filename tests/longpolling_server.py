@@ -1,6 +1,7 @@
 """Driving long-polling routes from integration tests: the server process
-with a configuration of the test's own, and an HTTP helper (the TCP proxy
-that cuts PostgreSQL off is :class:`tests.tcpproxy.TcpProxy`).
+with a configuration of the test's own (its HTTP requests go through
+:func:`tests.realtime.http`; the TCP proxy that cuts PostgreSQL off is
+:class:`tests.tcpproxy.TcpProxy`).
 
 The server is the appliance's ``bin/oe_web_socketio`` (its eggs, the
 example routes of its entry points) with a second ``-c`` file that
@@ -12,14 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .appliance import ROOT
-from .realtime import RealtimeServer
+from .realtime import RealtimeServer, http
 from .tryton import Session, free_port
 
 
@@ -97,29 +96,3 @@ class LongPollingServer(RealtimeServer):
         status, _, body = self.request(path, **kwargs)
         assert status == 200, (status, body)
         return json.loads(body)
-
-
-def http(
-    url: str,
-    *,
-    session: Session | None = None,
-    method: str | None = None,
-    params: Mapping[str, Any] | None = None,
-    body: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 90,
-) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request; return status, headers and body, whatever the status."""
-    all_headers = dict(headers or {})
-    if params is not None:
-        body = json.dumps(params).encode()
-        all_headers.setdefault("Content-Type", "application/json")
-    if session is not None:
-        all_headers["Authorization"] = f"Session {session.header}"
-    request = urllib.request.Request(url, data=body, headers=all_headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers), exc.read()

@@ -13,19 +13,20 @@ import json
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import socketio
 
-from .tryton import free_port
+from .tryton import Session, free_port
 
 
-def configuration(directory: Path, target: Path, **settings: Any) -> Path:
+def configuration(directory: Path, target: Path, settings: Mapping[str, Any]) -> Path:
     """Write to *target* the appliance's ``etc/oe_web_socketio.conf`` of
-    *directory* with *settings* replaced or added (for ``-c``); return
-    *target*."""
+    *directory* with *settings* replaced or added; return *target*."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(directory / "etc" / "oe_web_socketio.conf")
     for key, value in settings.items():
@@ -94,12 +95,17 @@ class RealtimeServer(ServerProcess):
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         port: int | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         """Start it; *args* are more arguments (a second ``-c`` replaces
         the appliance's configuration file), *env* its environment, *port*
-        a given port (a restart on the same one)."""
+        a given port (a restart on the same one), *settings* keys of the
+        appliance's configuration to replace (written beside *log*)."""
         self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
+        if settings:
+            config = log.with_name(f"oe_web_socketio-{self.port}.conf")
+            args = ("-c", str(configuration(directory, config, settings)), *args)
         self.start(
             [
                 str(directory / "bin" / "oe_web_socketio"),
@@ -180,3 +186,29 @@ class Recorder:
 
     def disconnect(self) -> None:
         self.client.disconnect()
+
+
+def http(
+    url: str,
+    *,
+    session: Session | None = None,
+    method: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 90,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request; return status, headers and body, whatever the status."""
+    all_headers = dict(headers or {})
+    if params is not None:
+        body = json.dumps(params).encode()
+        all_headers.setdefault("Content-Type", "application/json")
+    if session is not None:
+        all_headers["Authorization"] = f"Session {session.header}"
+    request = urllib.request.Request(url, data=body, headers=all_headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()

@@ -21,7 +21,7 @@ import socketio
 from oe_web_socketio import outbox
 
 from .pgcluster import Cluster
-from .realtime import RealtimeServer, Recorder, configuration
+from .realtime import RealtimeServer, Recorder
 from .tryton import new_password
 
 pytestmark = pytest.mark.timeout(300)
@@ -403,10 +403,6 @@ def test_restarted_server_serves_resuming_clients(
 def test_past_the_retention_window_clients_resync(
     appliance, realtime, users, tryton_db, channel, tmp_path
 ):
-    # A server keeping 3 messages; it prunes when it connects.
-    config = configuration(
-        appliance.directory, tmp_path / "oe_web_socketio.conf", history_max_count=3
-    )
     publish(tryton_db, "first", channel=channel)
     # Positioned by the module's server, which listens all along.
     deadline = time.monotonic() + DEADLINE
@@ -421,11 +417,12 @@ def test_past_the_retention_window_clients_resync(
         (epoch,) = conn.execute(outbox.STATE).fetchone()[:1]
     assert first is not None
     publish(tryton_db, *range(5), channel=channel)
+    # A server keeping 3 messages; it prunes when it connects.
     server = RealtimeServer(
         appliance.directory,
         tryton_db.name,
         tmp_path / "log",
-        args=("-c", str(config)),
+        settings={"history_max_count": 3},
     )
     try:
         _wait_listening(server)

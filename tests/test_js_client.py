@@ -29,7 +29,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from .appliance import ROOT
 from .browser import console_recorder
 from .longpolling_server import LongPollingServer
-from .realtime import RealtimeServer, configuration
+from .realtime import RealtimeServer
 from .tcpproxy import TcpProxy
 from .tryton import Session, Trytond, new_password
 
@@ -154,6 +154,15 @@ def wait_received(page, channel: str, count: int) -> list[tuple]:
         [channel, count],
     )
     return received(page, channel)
+
+
+def socketio_requests(page) -> list[str]:
+    """The URLs of the Socket.IO requests *page* makes from now on."""
+    requests: list[str] = []
+    page.on(
+        "request", lambda r: requests.append(r.url) if "/socket.io/" in r.url else 0
+    )
+    return requests
 
 
 def statuses(page) -> list[str]:
@@ -291,10 +300,7 @@ def test_a_refused_session_says_why_and_a_new_session_connects(
     trytond.create_user("js_client_gone", password)
     gone = trytond.login("js_client_gone", password)
     trytond.logout(gone)  # its session is deleted, as an expired one
-    requests: list[str] = []
-    page.on(
-        "request", lambda r: requests.append(r.url) if "/socket.io/" in r.url else 0
-    )
+    requests = socketio_requests(page)
     open_socket(page, realtime.url, gone)
     wait_status(page, "refused")
     refused = [e for e in page.evaluate("log") if e["type"] == "status"][-1]
@@ -326,16 +332,11 @@ def test_a_session_ended_while_connected_is_refused_until_a_new_one(
     """Logged out in another tab while connected: the server (checking
     sessions every 0.3 s here) ends the socket, the page sees "refused"
     with the reason and asks nothing more; a new session connects."""
-    config = configuration(
-        appliance.directory,
-        tmp_path / "oe_web_socketio.conf",
-        session_check_interval=0.3,
-    )
     server = RealtimeServer(
         appliance.directory,
         trytond.database,
         tmp_path / "oe_web_socketio.log",
-        args=("-c", str(config)),
+        settings={"session_check_interval": 0.3},
     )
     try:
         password = new_password()
@@ -347,11 +348,7 @@ def test_a_session_ended_while_connected_is_refused_until_a_new_one(
         wait_status(page, "refused")
         refused = [e for e in page.evaluate("log") if e["type"] == "status"][-1]
         assert refused["detail"] == "invalid or expired session"
-        requests: list[str] = []
-        page.on(
-            "request",
-            lambda r: requests.append(r.url) if "/socket.io/" in r.url else 0,
-        )
+        requests = socketio_requests(page)
         page.wait_for_timeout(2000)
         assert requests == []
         assert page.evaluate("s.status") == "refused"

@@ -24,7 +24,8 @@ import pytest
 from oe_web_socketio import outbox
 
 from .appliance import ROOT
-from .longpolling_server import LongPollingServer, http
+from .longpolling_server import LongPollingServer
+from .realtime import http
 from .tcpproxy import TcpProxy
 from .tryton import Session, Trytond, free_port
 

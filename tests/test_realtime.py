@@ -16,7 +16,7 @@ import pytest
 import socketio
 
 from .nodeclient import ConnectRefused, NodeClient
-from .realtime import RealtimeServer, Recorder, configuration
+from .realtime import RealtimeServer, Recorder
 from .tryton import new_password
 
 TRANSPORTS = ("websocket", "polling")
@@ -218,16 +218,11 @@ def test_the_node_client_is_refused_without_a_session(realtime):
 def watching(appliance, trytond, tmp_path_factory):
     """A server checking connected sessions every 0.3 s."""
     directory = tmp_path_factory.mktemp("watching")
-    config = configuration(
-        appliance.directory,
-        directory / "oe_web_socketio.conf",
-        session_check_interval=0.3,
-    )
     server = RealtimeServer(
         appliance.directory,
         trytond.database,
         directory / "oe_web_socketio.log",
-        args=("-c", str(config)),
+        settings={"session_check_interval": 0.3},
     )
     yield server
     server.stop()

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import socketio
 
-from .realtime import ServerProcess
+from .realtime import ServerProcess, http
 from .tryton import free_port
 
 #: Seconds any single exchange may take.
@@ -62,14 +62,9 @@ class ExampleServer(ServerProcess):
     def request(
         self, method: str, path: str, body: bytes | None = None, headers=None
     ) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(
-            self.url + path, data=body, method=method, headers=headers or {}
+        return http(
+            self.url + path, method=method, body=body, headers=headers, timeout=TIMEOUT
         )
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-                return answer.status, dict(answer.headers), answer.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
 
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         return self.request("GET", path)
