@@ -234,8 +234,12 @@ def test_sao_loads_every_file_it_asks_for(appliance, page, sao_user):
         if status >= 400 and not re.search(r"/locale/en(_[A-Z]+)?\.json$", url)
     ]
     assert bad == [], page.console_lines
-    # sao aborts its held bus poll itself when it listens to a new channel.
-    assert [f for f in failures if "/oe/bus:" not in f] == []
+    # sao aborts its held bus poll itself when it listens to a new channel,
+    # and the blob: URLs it makes of icons never reach a server: an <img>
+    # replaced before it drew one aborts that load (seen once in CI).
+    assert [
+        f for f in failures if "/oe/bus:" not in f and not f.startswith("blob:")
+    ] == []
     loaded = {
         url.removeprefix(appliance.url) for status, url in answers if status == 200
     }
