@@ -7,8 +7,11 @@ handshakes with the real client against a real server process.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import logging
+import re
 import socket
 from collections.abc import Iterator
 
@@ -18,6 +21,8 @@ import gevent.socket
 import pytest
 import requests
 import socketio
+import wsproto
+import wsproto.events
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import ListenError
 from oe_web_socketio.server import (
@@ -282,3 +287,53 @@ def test_socketio_handshake(spawn_server, transports):
         assert answer["clients"] == 1
     finally:
         client.disconnect()
+
+
+def test_a_websocket_upgraded_from_polling_ends_with_frames_only(spawn_server):
+    """When the client closes a WebSocket it upgraded to from polling,
+    python-engineio answers its request 200 as if it were a poll; those
+    HTTP bytes must not follow the close frame on the connection (browsers
+    report "Invalid frame header")."""
+    server = spawn_server()
+    handshake = requests.get(
+        f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=5
+    )
+    sid = json.loads(handshake.text[1:])["sid"]
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    host, port = server.url.removeprefix("http://").split(":")
+    events: list = []
+    with socket.create_connection((host, int(port)), timeout=5) as client:
+
+        def exchange(*outgoing) -> None:
+            for event in outgoing:
+                client.sendall(ws.send(event))
+            ws.receive_data(client.recv(65536))
+            events.extend(ws.events())
+
+        exchange(
+            wsproto.events.Request(
+                host=host, target=f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
+            )
+        )
+        exchange(wsproto.events.TextMessage("2probe"))
+        client.sendall(ws.send(wsproto.events.TextMessage("5")))
+        client.sendall(ws.send(wsproto.events.CloseConnection(code=1000)))
+        rest = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.recv(65536):
+                rest += chunk
+    assert isinstance(events[0], wsproto.events.AcceptConnection)
+    assert [e.data for e in events if isinstance(e, wsproto.events.TextMessage)] == [
+        "3probe"
+    ]
+    assert b"HTTP/1.1" not in rest
+    ws.receive_data(rest)  # frames only, or wsproto raises
+    closes = [e for e in ws.events() if isinstance(e, wsproto.events.CloseConnection)]
+    assert [c.code for c in closes] == [1000]
+    # The access log tells what the connection became.
+    assert server.stderr.wait_for(
+        re.compile(
+            rf'"GET /socket.io/\?EIO=4&transport=websocket&sid={re.escape(sid)} HTTP/1.1" 101 '
+        ),
+        5,
+    )

@@ -91,20 +91,36 @@ def is_websocket_request(environ: dict[str, Any]) -> bool:
     return upgrade.lower() == "websocket"
 
 
+#: The ``environ`` key :class:`WebSocketTransport` sets once it has taken
+#: the request's connection over (answered ``101`` itself).
+TAKEN_OVER = "oe_web_socketio.websocket"
+
+
 class Handler(WSGIHandler):
     """Per-connection handler: gevent's, plus the end of taken-over sockets.
 
     After a WebSocket, the bytes that follow on the connection are not an
-    HTTP request, so the connection is closed rather than kept alive. Note
-    that python-engineio answers ``200`` through ``start_response`` once a
+    HTTP request, so the connection is closed rather than kept alive.
+    python-engineio answers ``200`` through ``start_response`` once a
     WebSocket *upgraded from polling* ends (it does not for a WebSocket
-    opened directly): the status alone does not tell a WebSocket.
+    opened directly): the status alone does not tell a WebSocket, and that
+    answer is not written, for the connection speaks WebSocket since its
+    ``101``: HTTP bytes after the close frame make browsers report
+    "Invalid frame header". The access log shows such requests as ``101``.
     """
 
     def run_application(self) -> None:
         super().run_application()
         if self.status is None or is_websocket_request(self.environ):
             self.close_connection = True
+
+    def process_result(self) -> None:
+        if self.environ.get(TAKEN_OVER):
+            # gevent's access log reads the status from here (gevent 25).
+            self._orig_status = "101 Switching Protocols"
+            self.close_connection = True
+            return
+        super().process_result()
 
 
 class WebSocketTransport(engineio_gevent.WebSocketWSGI):
@@ -132,6 +148,17 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
       a send to a peer that stopped reading, after which the writer ends
       and calls :meth:`close`.
     """
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        try:
+            return super().__call__(environ, start_response)
+        finally:
+            # Set once simple-websocket has written the 101 (it raises
+            # before, for a handshake it refuses: that answer is HTTP).
+            if getattr(self, "ws", None) is not None:
+                environ[TAKEN_OVER] = True
 
     @property
     def socket(self) -> socket.socket:
