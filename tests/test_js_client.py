@@ -165,6 +165,24 @@ def socketio_requests(page) -> list[str]:
     return requests
 
 
+def sent_packets(page, part: str) -> list[str]:
+    """The packets containing *part* that *page* sends from now on, by
+    polling or WebSocket."""
+    sent: list[str] = []
+
+    def on_request(request) -> None:
+        if "/socket.io/" in request.url and part in (request.post_data or ""):
+            sent.append(request.post_data)
+
+    def on_frame(payload) -> None:
+        if isinstance(payload, str) and part in payload:
+            sent.append(payload)
+
+    page.on("request", on_request)
+    page.on("websocket", lambda ws: ws.on("framesent", on_frame))
+    return sent
+
+
 def statuses(page) -> list[str]:
     return [e["state"] for e in page.evaluate("window.log") if e["type"] == "status"]
 
@@ -501,6 +519,91 @@ def test_the_server_restarted_on_its_port_delivers_what_was_missed(
         assert states[-1] == "connected"
     finally:
         server.stop()
+
+
+def ahead_of(position: str, count: int) -> str:
+    """The position *count* messages after *position*: what a page that
+    was served by a server ahead of this one may hold."""
+    epoch, _, n = position.rpartition(":")
+    return f"{epoch}:{int(n) + count}"
+
+
+def reconnect_at(page, position: str, **options) -> None:
+    """Disconnect, set the page's last position and *options*, connect."""
+    page.evaluate(
+        """([position, options]) => {
+          s.disconnect();
+          Object.assign(s.options, options);
+          s.lastPosition = position;
+          log.length = 0;
+          s.connect();
+        }""",
+        [position, options],
+    )
+
+
+def test_an_unanswered_resume_starts_over_on_a_new_connection(
+    page, realtime, user, tryton_db, channel
+):
+    """A position far ahead of the server: it waits (Bridge.resume_wait,
+    2 s) before it answers. A client with a shorter resumeTimeout closes
+    the connection and starts over on a new one, again and again, and is
+    never "connected" meanwhile; given time, it hears the resync."""
+    open_socket(page, realtime.url, user, channels=[channel])
+    wait_status(page, "connected")
+    publish(tryton_db, "m0", channel=channel)
+    [(_, position)] = wait_received(page, channel, 1)
+    requests = socketio_requests(page)
+
+    def handshakes() -> int:
+        # Each start is a new Engine.IO session: a request without sid.
+        return sum("sid=" not in url for url in requests)
+
+    reconnect_at(page, ahead_of(position, 1000), resumeTimeout=300)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while handshakes() < 3:
+        assert time.monotonic() < deadline, requests
+        page.wait_for_timeout(50)
+    assert statuses(page)[:2] == ["connecting", "reconnecting"]
+    assert "connected" not in statuses(page)
+    assert page.evaluate("log.filter(e => e.type === 'resync').length") == 0
+    page.evaluate("s.options.resumeTimeout = 30000")
+    wait_status(page, "connected")
+    resyncs = [e["info"] for e in page.evaluate("log") if e["type"] == "resync"]
+    assert [r["reason"] for r in resyncs] == ["a position from the future"]
+    assert page.evaluate("s.lastPosition") == resyncs[0]["position"]
+    publish(tryton_db, "after the resync", channel=channel)
+    wait(page, "() => log.some(e => e.message === 'after the resync')")
+    assert [m for m, _ in received(page, channel)] == ["after the resync"]
+
+
+def test_a_position_the_server_reaches_soon_is_served_without_resync(
+    page, realtime, user, tryton_db, channel
+):
+    """The page saw two messages this server has not delivered yet (as if
+    another server were ahead): the server waits for them instead of
+    resyncing, and neither reaches the page a second time."""
+    open_socket(page, realtime.url, user, channels=[channel])
+    wait_status(page, "connected")
+    publish(tryton_db, "m0", channel=channel)
+    [(_, position)] = wait_received(page, channel, 1)
+    wait(page, "() => s.transport === 'websocket'")
+    resumes = sent_packets(page, '"resume"')
+    reconnect_at(page, ahead_of(position, 2))
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not resumes:
+        assert time.monotonic() < deadline, "the page sent no resume"
+        page.wait_for_timeout(20)
+    # The resume is on its way: what it waits for is published now.
+    publish(tryton_db, "m1", "m2", channel=channel)
+    wait_status(page, "connected")
+    publish(tryton_db, "m3", channel=channel)
+    got = wait_received(page, channel, 1)
+    assert [m for m, _ in got] == ["m3"]
+    assert number(got[0][1]) == number(position) + 3
+    assert [e for e in page.evaluate("log") if e["type"] == "resync"] == []
+    # The WebSocket closed by disconnect() ended with frames only.
+    assert [line for line in page.console_lines if "WebSocket" in line] == []
 
 
 # -- served by the appliance ------------------------------------------------------
