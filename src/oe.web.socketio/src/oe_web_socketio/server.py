@@ -116,7 +116,7 @@ class Handler(WSGIHandler):
 
     def process_result(self) -> None:
         if self.environ.get(TAKEN_OVER):
-            # gevent's access log reads the status from here (gevent 25).
+            # gevent's access log reads the status from here (gevent 26).
             self._orig_status = "101 Switching Protocols"
             self.close_connection = True
             return
