@@ -289,51 +289,79 @@ def test_socketio_handshake(spawn_server, transports):
         client.disconnect()
 
 
+class Upgrade:
+    """A raw upgrade from polling to WebSocket (wsproto on a TCP socket):
+    every byte the server sends is seen."""
+
+    def __init__(self, url: str) -> None:
+        handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
+        self.sid = json.loads(handshake.text[1:])["sid"]
+        host, port = url.removeprefix("http://").split(":")
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.client = socket.create_connection((host, int(port)), timeout=5)
+        target = f"/socket.io/?EIO=4&transport=websocket&sid={self.sid}"
+        [accepted] = self.exchange(wsproto.events.Request(host=host, target=target))
+        assert isinstance(accepted, wsproto.events.AcceptConnection)
+
+    def send(self, *events) -> None:
+        self.client.sendall(b"".join(self.ws.send(event) for event in events))
+
+    def exchange(self, *events) -> list:
+        self.send(*events)
+        self.ws.receive_data(self.client.recv(65536))
+        return list(self.ws.events())
+
+    def rest(self) -> bytes:
+        """What the server sends until it closes the connection."""
+        rest = b""
+        with contextlib.suppress(ConnectionResetError), self.client:
+            while chunk := self.client.recv(65536):
+                rest += chunk
+        return rest
+
+    def access_log(self) -> re.Pattern[str]:
+        """The access log line of the WebSocket request."""
+        request = f"GET /socket.io/?EIO=4&transport=websocket&sid={self.sid} HTTP/1.1"
+        return re.compile(rf'"{re.escape(request)}" (\d+) ')
+
+
 def test_a_websocket_upgraded_from_polling_ends_with_frames_only(spawn_server):
     """When the client closes a WebSocket it upgraded to from polling,
     python-engineio answers its request 200 as if it were a poll; those
     HTTP bytes must not follow the close frame on the connection (browsers
     report "Invalid frame header")."""
     server = spawn_server()
-    handshake = requests.get(
-        f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=5
+    upgrade = Upgrade(server.url)
+    [pong] = upgrade.exchange(wsproto.events.TextMessage("2probe"))
+    assert pong.data == "3probe"
+    upgrade.send(
+        wsproto.events.TextMessage("5"), wsproto.events.CloseConnection(code=1000)
     )
-    sid = json.loads(handshake.text[1:])["sid"]
-    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    host, port = server.url.removeprefix("http://").split(":")
-    events: list = []
-    with socket.create_connection((host, int(port)), timeout=5) as client:
-
-        def exchange(*outgoing) -> None:
-            for event in outgoing:
-                client.sendall(ws.send(event))
-            ws.receive_data(client.recv(65536))
-            events.extend(ws.events())
-
-        exchange(
-            wsproto.events.Request(
-                host=host, target=f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
-            )
-        )
-        exchange(wsproto.events.TextMessage("2probe"))
-        client.sendall(ws.send(wsproto.events.TextMessage("5")))
-        client.sendall(ws.send(wsproto.events.CloseConnection(code=1000)))
-        rest = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := client.recv(65536):
-                rest += chunk
-    assert isinstance(events[0], wsproto.events.AcceptConnection)
-    assert [e.data for e in events if isinstance(e, wsproto.events.TextMessage)] == [
-        "3probe"
-    ]
+    rest = upgrade.rest()
     assert b"HTTP/1.1" not in rest
-    ws.receive_data(rest)  # frames only, or wsproto raises
-    closes = [e for e in ws.events() if isinstance(e, wsproto.events.CloseConnection)]
+    upgrade.ws.receive_data(rest)  # frames only, or wsproto raises
+    events = upgrade.ws.events()
+    closes = [e for e in events if isinstance(e, wsproto.events.CloseConnection)]
     assert [c.code for c in closes] == [1000]
     # The access log tells what the connection became.
-    assert server.stderr.wait_for(
-        re.compile(
-            rf'"GET /socket.io/\?EIO=4&transport=websocket&sid={re.escape(sid)} HTTP/1.1" 101 '
-        ),
-        5,
+    assert server.stderr.wait_for(upgrade.access_log(), 5).group(1) == "101"
+
+
+def test_a_client_gone_in_the_middle_of_an_upgrade_is_no_error(spawn_server):
+    """The probe and a close frame at once (a page closing while its
+    socket upgrades): python-engineio's answer to the probe fails with a
+    bare OSError, which gevent's handler cannot read (IndexError, a
+    traceback per such client). The request just ends."""
+    server = spawn_server()
+    upgrade = Upgrade(server.url)
+    upgrade.send(
+        wsproto.events.TextMessage("2probe"), wsproto.events.CloseConnection(code=1001)
     )
+    upgrade.ws.receive_data(upgrade.rest())
+    assert server.stderr.wait_for(upgrade.access_log(), 5).group(1) == "101"
+    # The server goes on; what it wrote about that client is not an error.
+    client = socketio.Client(reconnection=False)
+    client.connect(server.url, transports=["polling", "websocket"], wait_timeout=10)
+    client.disconnect()
+    lines = server.stderr.lines
+    assert not [line for line in lines if "Traceback" in line or "ERROR" in line], lines

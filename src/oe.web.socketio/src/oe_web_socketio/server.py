@@ -154,6 +154,14 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
     ) -> Iterable[bytes]:
         try:
             return super().__call__(environ, start_response)
+        except OSError as exc:
+            # python-engineio turns a send on a WebSocket the peer closed
+            # into a bare OSError(), which gevent's handler cannot read
+            # (IndexError on its args): a client gone during the upgrade.
+            if exc.args or getattr(self, "ws", None) is None or self.ws.connected:
+                raise
+            logger.debug("WebSocket closed by the client: %s", self.ws.close_reason)
+            return []
         finally:
             # Set once simple-websocket has written the 101 (it raises
             # before, for a handshake it refuses: that answer is HTTP).
