@@ -315,7 +315,7 @@ class Dispatcher(socketio.Namespace):
                 f"wrong arguments for event {shorten(str(event))}: {exc}",
             )
         current = gevent.getcurrent()
-        socket._greenlets.add(current)
+        socket._own_greenlet(current)
         try:
             return handler(socket, *args)
         except EventError as exc:
@@ -337,7 +337,7 @@ class Dispatcher(socketio.Namespace):
                 socket, event, error_payload(INTERNAL_ERROR, "internal server error")
             )
         finally:
-            socket._greenlets.discard(current)
+            socket._disown_greenlet(current)
 
     def _find_handler(
         self, event: str

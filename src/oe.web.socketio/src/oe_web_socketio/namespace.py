@@ -96,6 +96,10 @@ logger = logging.getLogger(__name__)
 #: Channels of this form belong to one user (Tryton's bus uses them).
 USER_CHANNEL_PREFIX = "user:"
 
+#: The empty set of channels or rooms, shared: ``frozenset()`` builds a
+#: new 216-byte object each time, and most sockets are in no channel.
+NO_NAMES: frozenset[str] = frozenset()
+
 
 def shorten(value: object, limit: int = 80) -> str:
     """``repr(value)``, cut to about *limit* characters for a log line."""
@@ -216,21 +220,23 @@ class Namespace:
         self._authenticator = self.authenticator or authenticator
         self._host = host
         self._evidence: tuple[Mapping[str, Any], Any] | None = None
-        self._channels: frozenset[str] = frozenset()
-        #: Greenlets owned by the socket: spawned, and handlers running.
-        self._greenlets: set[gevent.Greenlet] = set()
+        self._channels: frozenset[str] = NO_NAMES
+        #: Greenlets owned by the socket: spawned, and handlers running
+        #: (``None`` while there are none).
+        self._greenlets: set[gevent.Greenlet] | None = None
         self.allowed_events: set[str] | None = None
         self.reset_acl()
         self.bridge = bridge
-        #: The adapter of this socket, and its queue of messages.
+        #: The adapter of this socket (its queue: :attr:`adapter_queue`).
         self.adapter: Adapter | None = None
-        self.adapter_queue = AdapterQueue()
+        self._adapter_queue: AdapterQueue | None = None
         if self.adapter_class is not None:
             self.adapter = self.adapter_class(self)
         #: The bridge rooms this socket is in (see :meth:`_sync_rooms`).
-        self._rooms: frozenset[str] = frozenset()
+        self._rooms: frozenset[str] = NO_NAMES
         self._holding = False
-        self._resume_lock = gevent.lock.BoundedSemaphore()
+        #: Serializes :meth:`on_resume` (created by its first call).
+        self._resume_lock: gevent.lock.BoundedSemaphore | None = None
 
     def __repr__(self) -> str:
         who = self.login if self.identity is not None else "anonymous"
@@ -605,7 +611,7 @@ class Namespace:
 
         Never yields (see :meth:`on_resume`)."""
         database = self.database
-        wanted: frozenset[str] = frozenset()
+        wanted: frozenset[str] = NO_NAMES
         if database is not None and self.connected and not self._holding:
             wanted = frozenset(
                 {database_room(database)}
@@ -649,6 +655,8 @@ class Namespace:
                 self.on_subscribe(channel)
             return {"position": None, "replayed": 0}
         bridge = self.bridge
+        if self._resume_lock is None:
+            self._resume_lock = gevent.lock.BoundedSemaphore()
         with self._resume_lock:
             # Off the live path first: what is published from now on is
             # read from the database, up to the moment the socket is back.
@@ -688,6 +696,14 @@ class Namespace:
 
     # --- adapters
 
+    @property
+    def adapter_queue(self) -> AdapterQueue:
+        """The database messages of the adapter's channel waiting for
+        this socket (created when first used: most sockets have none)."""
+        if self._adapter_queue is None:
+            self._adapter_queue = AdapterQueue()
+        return self._adapter_queue
+
     def _require_adapter(self) -> Adapter:
         if self.adapter is None:
             raise TypeError(f"{type(self).__name__} has no adapter_class")
@@ -714,7 +730,8 @@ class Namespace:
     def validate(self, delivered: bool = True) -> None:
         """Mark the messages :meth:`listen` returned last as delivered, or
         with ``False`` as to be offered again."""
-        self.adapter_queue.validate(delivered)
+        if self._adapter_queue is not None:  # else nothing was offered
+            self._adapter_queue.validate(delivered)
 
     def secure_emit(self, event: str, data: Any, timeout: float | None = None) -> bool:
         """Emit *event* with *data* and wait for the client's
@@ -760,10 +777,25 @@ class Namespace:
         if not self.connected:
             raise RuntimeError(f"cannot spawn in {self!r}: it is disconnected")
         greenlet = gevent.Greenlet(self._run_spawned, function, args, kwargs)
-        self._greenlets.add(greenlet)
-        greenlet.link(self._greenlets.discard)
+        self._own_greenlet(greenlet)
+        greenlet.link(self._disown_greenlet)
         greenlet.start()
         return greenlet
+
+    def _own_greenlet(self, greenlet: gevent.Greenlet) -> None:
+        """Count *greenlet* as one of this socket's: it is killed when the
+        socket disconnects, until it is disowned."""
+        if self._greenlets is None:
+            self._greenlets = set()
+        self._greenlets.add(greenlet)
+
+    def _disown_greenlet(self, greenlet: gevent.Greenlet) -> None:
+        """Stop counting *greenlet* as one of this socket's."""
+        if self._greenlets is not None:
+            self._greenlets.discard(greenlet)
+            if not self._greenlets:
+                # An idle socket keeps no set.
+                self._greenlets = None
 
     def _run_spawned(
         self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
@@ -777,14 +809,15 @@ class Namespace:
     @property
     def greenlet_count(self) -> int:
         """Greenlets of this socket alive: spawned, and handlers running."""
-        return sum(1 for greenlet in self._greenlets if not greenlet.dead)
+        return sum(1 for greenlet in self._greenlets or () if not greenlet.dead)
 
     def kill_local_jobs(self) -> None:
         """Kill the greenlets of this socket but the calling one; wait for
         them up to :attr:`kill_timeout` seconds."""
         current = gevent.getcurrent()
-        greenlets = [g for g in self._greenlets if g is not current and not g.dead]
-        self._greenlets.intersection_update({current})
+        owned = self._greenlets or ()
+        greenlets = [g for g in owned if g is not current and not g.dead]
+        self._greenlets = {current} if current in owned else None
         if not greenlets:
             return
         gevent.killall(greenlets, block=True, timeout=self.kill_timeout)
