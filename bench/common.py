@@ -67,14 +67,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_target(target: str, port: int) -> subprocess.Popen:
-    """Start the server to measure on *port*; return once it accepts."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path]))
+def start_target(
+    target: str,
+    port: int,
+    wrapper: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start the server to measure on *port*; return once it accepts.
+
+    :param wrapper: a script (and its arguments) that runs the server's
+        command, such as ``bench/memory_probe.py``.
+    :param env: variables added to the server's environment.
+    """
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
+    }
+    prefix = [sys.executable, *(wrapper or [])]
     if target == "plain":
-        command = [sys.executable, str(ROOT / "bench" / "plain_server.py"), str(port)]
+        command = [*prefix, str(ROOT / "bench" / "plain_server.py"), str(port)]
     elif target == "oe":
         command = [
-            sys.executable,
+            *prefix,
             "-m",
             "oe_web_socketio",
             "-p",

@@ -6,6 +6,15 @@ warmed up first with a few connections opened and closed, so that imports
 and first-use caches are not charged to the connections.
 
 Usage: bin/python bench/idle_memory.py --target oe --connections 2000
+
+With ``--breakdown`` the server runs under ``bench/memory_probe.py``, and a
+second table splits the growth per connection: Python objects (pymalloc),
+the C heap (malloc: buffers, the C stacks greenlets save), and the rest of
+the resident memory, which is mostly the greenlets' Python data stacks;
+then the greenlets per connection, by kind, with the resident pages of
+their data stacks. ``--tracemalloc N`` also lists the N source lines that
+allocated most per connection (the server runs slower and bigger). The
+probe allocates too: publish the first table of runs without them.
 """
 
 from __future__ import annotations
@@ -15,7 +24,12 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -24,6 +38,7 @@ import socketio  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    ROOT,
     disconnect_all,
     free_port,
     raise_nofile_limit,
@@ -58,10 +73,106 @@ def settle() -> None:
     gevent.sleep(3)
 
 
+class Probe:
+    """The reports of a server run under bench/memory_probe.py."""
+
+    def __init__(self, tracemalloc: bool) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="idle_memory."))
+        self.wrapper = [str(ROOT / "bench" / "memory_probe.py")]
+        self.env = {
+            "MEMORY_PROBE_DIR": str(self.directory),
+            "MEMORY_PROBE_TRACEMALLOC": "1" if tracemalloc else "0",
+        }
+        self.count = 0
+
+    def take(self, server: subprocess.Popen) -> dict:
+        """Ask *server* for a report; return it."""
+        self.count += 1
+        server.send_signal(signal.SIGUSR1)
+        done = self.directory / f"{self.count}.done"
+        with gevent.Timeout(120, False):
+            while not done.exists():
+                gevent.sleep(0.1)
+        if not done.exists():
+            raise SystemExit("the memory probe sent no report in 120 s")
+        return json.loads((self.directory / f"{self.count}.json").read_text())
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def print_breakdown(before: dict, after: dict, connections: int) -> None:
+    def per_connection(key: str) -> float:
+        return (after.get(key, 0) - before.get(key, 0)) / connections / 1024
+
+    other = (
+        per_connection("rss")
+        - per_connection("pymalloc_arenas")
+        - per_connection("malloc_arena")
+    )
+    print()
+    # Under tracemalloc, CPython reports nothing of pymalloc.
+    pymalloc = (
+        f"{per_connection('pymalloc_blocks'):.1f}"
+        f" ({per_connection('pymalloc_arenas'):.1f})"
+        if after.get("pymalloc_arenas")
+        else "? (tracemalloc)"
+    )
+    print(
+        "| KiB per connection | resident | pymalloc blocks (arenas) |"
+        " malloc in use (heap) | rest: data stacks, ... |"
+    )
+    print("|---|---|---|---|---|")
+    print(
+        f"| | {per_connection('rss'):.1f} | {pymalloc}"
+        f" | {per_connection('malloc_used'):.1f}"
+        f" ({per_connection('malloc_arena'):.1f}) | {other:.1f} |"
+    )
+    print()
+    print("| greenlet (bottom of its stack) | per connection | data stack pages |")
+    print("|---|---|---|")
+    kinds = after["greenlets"]
+    for name, stats in sorted(kinds.items()):
+        added = stats["count"] - before["greenlets"].get(name, {}).get("count", 0)
+        if added >= connections / 2:
+            pages = stats["stack_pages"]
+            shown = f"{pages:.2f}" if pages >= 0 else "?"
+            print(f"| {name} | {added / connections:.2f} | {shown} |")
+
+
+def print_tracemalloc(probe: Probe, connections: int, lines: int) -> None:
+    import tracemalloc
+
+    first = tracemalloc.Snapshot.load(str(probe.directory / "1.tracemalloc"))
+    second = tracemalloc.Snapshot.load(str(probe.directory / "2.tracemalloc"))
+    print()
+    print("| bytes per connection | blocks | allocated at |")
+    print("|---|---|---|")
+    for stat in second.compare_to(first, "lineno")[:lines]:
+        frame = stat.traceback[0]
+        where = f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno}"
+        print(
+            f"| {stat.size_diff / connections:.0f}"
+            f" | {stat.count_diff / connections:.1f} | {where} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=("plain", "oe"), default="oe")
     parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="split the growth by allocator and greenlet (bench/memory_probe.py)",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also the N source lines allocating most (implies --breakdown)",
+    )
     args = parser.parse_args()
     # A client holds one descriptor, the server two (simple-websocket
     # duplicates the socket); the server inherits this limit.
@@ -72,7 +183,12 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_target(args.target, port)
+    breakdown = args.breakdown or args.tracemalloc > 0
+    probe = Probe(args.tracemalloc > 0) if breakdown else None
+    if probe is None:
+        server = start_target(args.target, port)
+    else:
+        server = start_target(args.target, port, probe.wrapper, probe.env)
     try:
         # Warm-up connections stay open: after a WebSocket, plain gevent
         # reads the connection's next bytes as HTTP, and simple-websocket's
@@ -81,11 +197,14 @@ def main() -> None:
         warm = open_clients(url, 20)
         settle()
         before = rss_bytes(server.pid)
+        probed = [probe.take(server)] if probe is not None else []
         started = time.time()
         clients = open_clients(url, args.connections)
         opened = time.time() - started
         settle()
         after = rss_bytes(server.pid)
+        if probe is not None:
+            probed.append(probe.take(server))
         left = disconnect_all([*warm, *clients])
         if left:
             print(f"# {left} client(s) still disconnecting after 30 s", file=sys.stderr)
@@ -102,6 +221,13 @@ def main() -> None:
         f" | {after / 2**20:.1f} | {per_connection / 1024:.1f}"
         f" | {args.connections / opened:.0f} |"
     )
+    if probe is not None:
+        try:
+            print_breakdown(*probed, args.connections)
+            if args.tracemalloc:
+                print_tracemalloc(probe, args.connections, args.tracemalloc)
+        finally:
+            probe.close()
 
 
 if __name__ == "__main__":
