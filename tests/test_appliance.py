@@ -3,7 +3,10 @@ reached through nginx by the Tryton JSON-RPC API and by Socket.IO clients."""
 
 import json
 import re
+import runpy
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import socketio
 
@@ -22,6 +25,42 @@ def test_jsonrpc_login_through_nginx(appliance):
     )
     assert user_id == 1
     assert re.fullmatch(r"[0-9a-f]{64}", key)
+
+
+def os_threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)$", status, re.MULTILINE).group(1))
+
+
+def test_trytond_answers_from_a_bounded_pool_of_threads(appliance):
+    """trytond runs under gunicorn: ``trytond-workers`` processes of
+    ``trytond-threads`` threads. Many requests at once are all answered and
+    start no thread beyond the pools (trytond's development server starts
+    one per request)."""
+    conf = runpy.run_path(str(appliance.directory / "etc" / "gunicorn.conf.py"))
+    master = int(appliance.run("supervisorctl", "pid", "trytond").stdout)
+
+    def workers() -> list[int]:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text()
+        return sorted(int(pid) for pid in children.split())
+
+    before = {pid: os_threads(pid) for pid in workers()}
+    assert len(before) == conf["workers"]
+    session = appliance.login()
+    at_once = 4 * conf["workers"] * conf["threads"]
+    with ThreadPoolExecutor(at_once) as clients:
+        answers = list(
+            clients.map(
+                lambda _: appliance.rpc(
+                    "model.res.user.get_preferences", [True, {}], session
+                ),
+                range(2 * at_once),
+            )
+        )
+    assert all(answer["language"] == "en" for answer in answers)
+    assert workers() == sorted(before)  # none replaced
+    for pid, threads in before.items():
+        assert os_threads(pid) <= threads + conf["threads"]
 
 
 def test_jsonrpc_login_refused_with_wrong_password(appliance):
