@@ -119,6 +119,23 @@ def test_can_subscribe(uid, channel, allowed):
     assert make_namespace(uid=uid).can_subscribe(channel) is allowed
 
 
+def test_an_idle_socket_holds_no_containers_of_its_own():
+    """Per-socket state is allocated when used (memory per idle
+    connection, README "Benchmarks"): the empty channel and room sets are
+    shared, and there is no greenlet set, adapter queue or resume lock."""
+    first, second = make_namespace(uid=1), make_namespace(uid=2)
+    assert first._channels is second._channels is first._rooms
+    assert (first._greenlets, first._adapter_queue, first._resume_lock) == (
+        None,
+        None,
+        None,
+    )
+    assert first.greenlet_count == 0
+    first.validate()  # nothing was offered: nothing to mark
+    assert first._adapter_queue is None
+    assert first.adapter_queue is first.adapter_queue  # made once, on use
+
+
 def test_request_view():
     request = Request(
         {
