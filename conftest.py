@@ -30,5 +30,6 @@ def appliance():
             stack.shutdown()
         pytest.fail(f"bin/start failed: {result.stderr.strip()}")
     yield stack
+    stack.logout_all()
     if started_here:
         stack.shutdown()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
 import json
 import os
 import re
 import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,9 +35,16 @@ def clean_environment() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Appliance:
-    """A built appliance checkout at ``directory``."""
+    """A built appliance checkout at ``directory``.
+
+    The Tryton sessions :meth:`login` opens are kept until
+    :meth:`logout_all`: trytond checks a session against every live
+    session of that user from that address, so sessions left behind by
+    test runs slow every later request of the user.
+    """
 
     directory: Path
+    sessions: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def bin(self, name: str) -> str:
         return str(self.directory / "bin" / name)
@@ -131,4 +139,12 @@ class Appliance:
         user_id, key, *_ = self.rpc(
             "common.db.login", [login, {"password": password}, "en"]
         )
-        return base64.b64encode(f"{login}:{user_id}:{key}".encode()).decode()
+        session = base64.b64encode(f"{login}:{user_id}:{key}".encode()).decode()
+        self.sessions.append(session)
+        return session
+
+    def logout_all(self) -> None:
+        """End the sessions :meth:`login` opened (those still alive)."""
+        while self.sessions:
+            with contextlib.suppress(OSError, RuntimeError):  # ended already
+                self.rpc("common.db.logout", [], self.sessions.pop())

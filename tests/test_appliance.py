@@ -1,6 +1,7 @@
 """The appliance as an integrator meets it: the stack under supervisor,
 reached through nginx by the Tryton JSON-RPC API and by Socket.IO clients."""
 
+import base64
 import json
 import re
 import runpy
@@ -25,6 +26,8 @@ def test_jsonrpc_login_through_nginx(appliance):
     )
     assert user_id == 1
     assert re.fullmatch(r"[0-9a-f]{64}", key)
+    session = base64.b64encode(f"admin:{user_id}:{key}".encode()).decode()
+    assert appliance.rpc("common.db.logout", [], session) is None
 
 
 def test_trytond_runs_under_gunicorn_with_its_workers(appliance):
