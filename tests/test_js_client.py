@@ -210,7 +210,7 @@ def assert_once_in_order(got: list[tuple], expected: list) -> None:
 
 def test_ordering_logic_in_node():
     """tests/node/socketio-logic.test.mjs: held and live messages, resync,
-    positions, the auth payload (node's own test runner)."""
+    positions, the auth payload, server disconnects (node's own test runner)."""
     node = shutil.which("node")
     assert node, "node is not on PATH: `make build` installs it"
     result = subprocess.run(
@@ -223,7 +223,7 @@ def test_ordering_logic_in_node():
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "# fail 0" in result.stdout
-    assert "# pass 6" in result.stdout
+    assert "# pass 7" in result.stdout
 
 
 # -- the API ----------------------------------------------------------------

@@ -104,3 +104,27 @@ test("the auth payload carries the session as sao builds it", () => {
   s.disconnect();
   assert.equal(s.status, "disconnected");
 });
+
+test("a server disconnect is final; after the session ended it is a refusal", () => {
+  // What socket.io-client reports, replayed on the SocketIO's own socket.
+  const s = new SocketIO("/", { url: "http://127.0.0.1:9", autoConnect: false });
+  const statuses = [];
+  s.on("status", (state, detail, data) => statuses.push([state, detail, data]));
+  s.socket.emitReserved("disconnect", "io server disconnect");
+  assert.deepEqual(statuses.at(-1), ["disconnected", "the server ended the connection", null]);
+  s.socket.emitReserved("connect");
+  s.socket.emitReserved("error", {
+    error: { code: "authentication_failed", message: "invalid or expired session" },
+  });
+  s.socket.emitReserved("disconnect", "io server disconnect");
+  assert.deepEqual(statuses.at(-1), [
+    "refused",
+    "invalid or expired session",
+    { code: "authentication_failed" },
+  ]);
+  // A lost transport is no decision of the server: reconnecting.
+  s.socket.emitReserved("connect");
+  s.socket.emitReserved("disconnect", "transport close");
+  assert.deepEqual(statuses.at(-1), ["reconnecting", "transport close", null]);
+  s.disconnect();
+});
