@@ -134,6 +134,15 @@ def wait(page, expression: str, arg=None, timeout: int = WAIT_MS) -> None:
         ) from None
 
 
+def wait_seen(page, condition, failure) -> None:
+    """Wait until *condition()* holds of what the test records of *page*'s
+    events, which Playwright dispatches only while the test calls it."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        page.wait_for_timeout(20)
+
+
 def wait_status(page, state: str, timeout: int = WAIT_MS) -> None:
     wait(page, "(state) => window.s.status === state", state, timeout)
 
@@ -560,10 +569,7 @@ def test_an_unanswered_resume_starts_over_on_a_new_connection(
         return sum("sid=" not in url for url in requests)
 
     reconnect_at(page, ahead_of(position, 1000), resumeTimeout=300)
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while handshakes() < 3:
-        assert time.monotonic() < deadline, requests
-        page.wait_for_timeout(50)
+    wait_seen(page, lambda: handshakes() >= 3, requests)
     assert statuses(page)[:2] == ["connecting", "reconnecting"]
     assert "connected" not in statuses(page)
     assert page.evaluate("log.filter(e => e.type === 'resync').length") == 0
@@ -590,10 +596,7 @@ def test_a_position_the_server_reaches_soon_is_served_without_resync(
     wait(page, "() => s.transport === 'websocket'")
     resumes = sent_packets(page, '"resume"')
     reconnect_at(page, ahead_of(position, 2))
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while not resumes:
-        assert time.monotonic() < deadline, "the page sent no resume"
-        page.wait_for_timeout(20)
+    wait_seen(page, lambda: resumes, "the page sent no resume")
     # The resume is on its way: what it waits for is published now.
     publish(tryton_db, "m1", "m2", channel=channel)
     wait_status(page, "connected")
