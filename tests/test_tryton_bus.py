@@ -295,6 +295,50 @@ def test_user_channels_are_the_callers_own(realtime, trytond, trytond_bus, users
     assert (got["channel"], got["message"]["title"]) == (f"user:{ben.uid}", "for ben")
 
 
+def test_notifications_are_the_callers_own(
+    appliance, realtime, trytond, trytond_bus, users, pool
+):
+    """A ``res.notification`` for Ana is published on ``notification:<ana>``;
+    Eve (whose ``user:`` channel stays empty) asks for that channel:
+    trytond gives her Ana's notification, we give her her own."""
+    ana, _, eve = users
+    script = textwrap.dedent(
+        f"""
+        import warnings
+        warnings.filterwarnings("ignore", "trytond.config.config is deprecated")
+        import trytond.config as config
+        config.update_etc({str(trytond.tryton_db.trytond_conf)!r})
+        from trytond.pool import Pool
+        from trytond.transaction import Transaction
+        db = {trytond.database!r}
+        with Transaction().start(db, 0):
+            Pool(db).init()
+        with Transaction().start(db, 0):
+            Notification = Pool().get("res.notification")
+            Notification.create([{{"user": {ana.uid}, "label": "for ana"}}])
+            Notification.create([{{"user": {eve.uid}, "label": "for eve"}}])
+        """
+    )
+    # The appliance's interpreter: the Tryton modules of its eggs.
+    result = appliance.run("python", "-c", script, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    asked = [f"notification:{ana.uid}"]
+    theirs = answer(pool.submit(poll, trytond_bus, trytond.database, eve, asked))
+    assert theirs["channel"] == f"notification:{ana.uid}"  # trytond 8.0 leaks
+    ours = answer(pool.submit(poll, realtime.url, trytond.database, eve, asked))
+    assert ours["channel"] == f"notification:{eve.uid}"
+    assert ours["message"]["content"] == ["for eve"]
+    # Ana's own polls get hers (after her user channel's): it was there to
+    # be leaked.
+    got = answer(pool.submit(poll, realtime.url, trytond.database, ana, asked))
+    if got["channel"] == f"user:{ana.uid}":
+        last = got["message"]["message_id"]
+        got = answer(
+            pool.submit(poll, realtime.url, trytond.database, ana, asked, last)
+        )
+    assert (got["channel"], got["message"]["content"]) == (asked[0], ["for ana"])
+
+
 def test_last_message_is_followed_as_trytond_does(
     realtime, trytond, trytond_bus, users, pool, channel
 ):

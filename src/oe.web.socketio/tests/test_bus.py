@@ -21,6 +21,7 @@ from oe_web_socketio.bus import (
     MessageCache,
     TrytonBus,
     allow_subscribe,
+    own_channels,
 )
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import AuthenticationError, ConfigError
@@ -342,6 +343,47 @@ def test_user_channels_are_the_callers_own(server):
     assert server.request({}, session=OTHER).json()["channel"] == "user:2"
 
 
+def test_notification_channels_are_the_callers_own(server, caplog):
+    """trytond 8.0 serves ``notification:<uid>`` (the user's
+    ``res.notification``) to any user who asks; here a poll gets its own."""
+    server.bus.notify("oe", payload("notification:2", "for-other", count=1))
+    server.bus.notify("oe", payload("notification:1", "for-admin", count=3))
+    with caplog.at_level(logging.INFO, logger="oe_web_socketio.bus"):
+        answer = server.poll(["notification:2", "client:x"])
+    assert answer.json() == {
+        "message": {"count": 3, "message_id": "for-admin"},
+        "channel": "notification:1",
+    }
+    [record] = logged(caplog)
+    assert record.getMessage() == (
+        "Bus poll of 'admin' on 'oe' asked for channels of another user, "
+        "given its own instead: notification:2"
+    )
+    # Its own, as sao asks: no log line; the other user gets theirs.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="oe_web_socketio.bus"):
+        mine = server.poll(["notification:2"], session=OTHER)
+    assert mine.json()["channel"] == "notification:2"
+    assert logged(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("asked", "listened"),
+    [
+        ([], {"user:7"}),
+        (["client:a", "user:1"], {"client:a", "user:7"}),
+        (["notification:1", "notification:x"], {"notification:7", "user:7"}),
+        (["notification:", "user:"], {"notification:7", "user:7"}),
+        (
+            ["notifications:1", "chat:party.party,1"],
+            {"notifications:1", "chat:party.party,1", "user:7"},
+        ),
+    ],
+)
+def test_own_channels(asked, listened):
+    assert own_channels(asked, 7) == listened
+
+
 def test_a_poll_times_out_with_the_empty_message(serve):
     server = serve(bus_long_polling_timeout=0.2)
     answer = server.poll(["client:x"])
@@ -491,6 +533,9 @@ def test_bad_bodies_harm_no_other_poll(server):
         ("http://elsewhere.example", ("http://elsewhere.example",), 200),
         ("http://elsewhere.example", ("*",), 200),
         ("null", ("*",), 403),
+        # Not URLs (urlsplit raises on the first): refused, not a 500.
+        ("http://[::1", (), 403),
+        ("\xff\x00", (), 403),
     ],
 )
 def test_origin_is_checked_as_trytond_does(serve, origin, allowed, status):

@@ -24,9 +24,16 @@ Invariants:
   fail with ``500`` (a body that is not a JSON object, channels that are
   not a list of strings, too many channels) the answer is ``400``. Error
   bodies are ours (``{"error": ...}``): clients read the status only;
-* ``user:*`` channels are replaced by the caller's own ``user:<uid>``,
-  which every poll gets; any other channel name is accepted unchecked,
-  as trytond does;
+* the channels of one user (:data:`USER_CHANNELS`: ``user:<uid>``,
+  Tryton's own, and ``notification:<uid>``, which carries the user's
+  ``res.notification`` count and texts) are only ever the caller's: a
+  poll asking for any ``user:*`` or ``notification:*`` gets the caller's
+  channel of that prefix instead (logged once when it named another
+  user's), and every poll gets ``user:<uid>``. trytond 8.0 guards
+  ``user:*`` alone and serves ``notification:<uid>`` of any user to any
+  logged-in user. Any other channel name is accepted unchecked, as
+  trytond does (``client:<tab>`` is a random id; ``chat:<record>`` is
+  not checked against the record's access rights, as in trytond);
 * :meth:`MessageCache.next` is ``trytond.bus._MessageQueue.get_next``:
   among the messages cached on the poll's channels, the first one after
   the message whose ``message_id`` is ``last_message``, none when that
@@ -67,7 +74,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
@@ -90,6 +97,12 @@ PATH = "/<database>/bus"
 
 #: The answer of a poll with no message: its timeout, or the shutdown.
 EMPTY = {"message": None, "channel": None}
+
+#: The prefixes of the channels of one user, followed by the user's id:
+#: trytond's ``user:<uid>`` (``trytond.bus.notify(..., user=uid)``) and
+#: ``notification:<uid>`` (``res.notification``, which sao shows). A poll
+#: gets its caller's only (see :func:`own_channels`).
+USER_CHANNELS = ("user:", "notification:")
 
 
 class Message(NamedTuple):
@@ -358,9 +371,21 @@ class TrytonBus:
             return Response(HTTPStatus.UNAUTHORIZED, b"", tuple(headers))
         if not self.allow_subscribe:
             raise HTTPError(HTTPStatus.NOT_IMPLEMENTED, "the bus is not enabled")
-        channels, last_message = self._read_poll(request)
-        channels = {channel for channel in channels if not channel.startswith("user:")}
-        channels.add(f"user:{identity.uid}")
+        asked, last_message = self._read_poll(request)
+        channels = own_channels(asked, identity.uid)
+        others = sorted(
+            channel
+            for channel in asked
+            if channel.startswith(USER_CHANNELS) and channel not in channels
+        )
+        if others:
+            logger.warning(
+                "Bus poll of %r on %r asked for channels of another user, "
+                "given its own instead: %.200s",
+                identity.login,
+                database,
+                ", ".join(others),
+            )
         logger.debug(
             "Bus poll of %r on %r for %s since %r",
             identity.login,
@@ -368,7 +393,7 @@ class TrytonBus:
             sorted(channels),
             last_message,
         )
-        message = self.poll(bus, frozenset(channels), last_message)
+        message = self.poll(bus, channels, last_message)
         answer = (
             EMPTY
             if message is None
@@ -409,7 +434,11 @@ class TrytonBus:
         if not origin:
             return None
         if origin != "null":
-            if urllib.parse.urlsplit(origin).netloc == environ.get("HTTP_HOST"):
+            try:
+                netloc = urllib.parse.urlsplit(origin).netloc
+            except ValueError:  # "http://[::1": not a URL, not the host
+                netloc = None
+            if netloc is not None and netloc == environ.get("HTTP_HOST"):
                 return str(origin)
             if "*" in self.allowed_origins or origin in self.allowed_origins:
                 return str(origin)
@@ -502,6 +531,21 @@ class TrytonBus:
             for events in waiting:
                 for event in events:
                     event.set()
+
+
+def own_channels(channels: Collection[str], uid: int) -> frozenset[str]:
+    """The channels a poll of user *uid* asking for *channels* listens to:
+    those of any user (:data:`USER_CHANNELS`) replaced by the caller's of
+    the same prefix, and ``user:<uid>`` always, as trytond adds it."""
+    prefixes = {"user:"}
+    kept = set()
+    for channel in channels:
+        prefix = next((p for p in USER_CHANNELS if channel.startswith(p)), None)
+        if prefix is None:
+            kept.add(channel)
+        else:
+            prefixes.add(prefix)
+    return frozenset(kept | {f"{prefix}{uid}" for prefix in prefixes})
 
 
 def _parse_payload(payload: str) -> tuple[str, dict[str, Any], str] | str:
