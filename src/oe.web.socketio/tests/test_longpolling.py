@@ -677,6 +677,22 @@ def test_bad_parameters_are_400_with_one_log_line(
     assert len(caplog.records) == 1
 
 
+def test_json_nested_deeper_than_the_stack_is_400(registry, caplog):
+    # json.loads raises RecursionError, which was answered 500.
+    router = serve(registry, max_body=200_000)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="oe_web_socketio"):
+        status, _, body = call(
+            router,
+            "POST",
+            "/longpolling/echo/x",
+            body=b'{"a": ' + b"[" * 100_000,
+            content_type="application/json",
+        )
+    assert (status, json.loads(body)) == (400, {"error": "malformed JSON body"})
+    assert len(caplog.records) == 1
+
+
 @pytest.mark.parametrize(
     ("query", "words"),
     [

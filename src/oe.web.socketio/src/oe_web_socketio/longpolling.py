@@ -708,7 +708,9 @@ class Endpoint:
         if content_type == "application/json" or content_type.endswith("+json"):
             try:
                 data = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):
+                # UnicodeDecodeError is a ValueError; RecursionError: nested
+                # deeper than the interpreter's stack ("[" * 100000).
                 raise HTTPError(HTTPStatus.BAD_REQUEST, "malformed JSON body") from None
             if not isinstance(data, dict):
                 raise HTTPError(
