@@ -11,6 +11,7 @@ from oe_web_socketio.app import (
     cors_allowed_origins,
     socketio_options,
 )
+from oe_web_socketio.auth import AllowedOrigins
 from oe_web_socketio.config import Config
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
@@ -28,7 +29,8 @@ TESTS_DIR = Path(__file__).resolve().parent
         (("*",), "*"),
         (
             ("https://a.org", "http://b.org:8080"),
-            ["https://a.org", "http://b.org:8080"],
+            # Listed origins as well as the server's own.
+            AllowedOrigins(frozenset({"https://a.org", "http://b.org:8080"})),
         ),
     ],
 )

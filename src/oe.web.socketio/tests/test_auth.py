@@ -6,10 +6,14 @@ import base64
 
 import pytest
 from oe_web_socketio.auth import (
+    CROSS_ORIGIN_COOKIE,
     MAX_UID_DIGITS,
+    AllowedOrigins,
     Credentials,
     client_address,
     credentials_from_request,
+    from_own_origin,
+    is_same_origin,
     parse_session,
 )
 from oe_web_socketio.exceptions import AuthenticationError
@@ -211,6 +215,90 @@ def test_malformed_credentials_are_refused(auth, header, cookie, reason):
 
 def test_an_empty_cookie_counts_as_none():
     assert credentials_from_request(environ(cookie="tryton_session="), None) is None
+
+
+# -- the cookie from another origin -----------------------------------------
+
+HOST = "erp.example.com:8080"
+
+
+def browser_environ(site: str | None = None, origin: str | None = None) -> dict:
+    """A request to HOST carrying the cookie, as a browser sends it."""
+    env = environ(cookie=f"tryton_session=admin:1:{COOKIE_KEY}")
+    env["HTTP_HOST"] = HOST
+    if site is not None:
+        env["HTTP_SEC_FETCH_SITE"] = site
+    if origin is not None:
+        env["HTTP_ORIGIN"] = origin
+    return env
+
+
+@pytest.mark.parametrize(
+    ("site", "origin"),
+    [
+        (None, None),  # a program, or a page the user opened
+        ("same-origin", f"http://{HOST}"),
+        ("none", None),  # an address typed, a bookmark
+        (None, f"http://{HOST}"),  # a WebSocket handshake of our page
+        (None, f"https://{HOST.upper()}"),  # hosts compare as trytond does
+        # Sec-Fetch-Site decides: behind a proxy that rewrites Host, the
+        # browser still knows the page is ours.
+        ("same-origin", "http://internal:8080"),
+    ],
+)
+def test_the_cookie_is_accepted_from_our_own_origin(site, origin):
+    credentials = credentials_from_request(browser_environ(site, origin), None)
+    assert credentials == Credentials("admin", 1, COOKIE_KEY)
+    assert from_own_origin(browser_environ(site, origin))
+
+
+@pytest.mark.parametrize(
+    ("site", "origin"),
+    [
+        # Another port of the host, a sibling subdomain: same site, so
+        # SameSite=Strict lets the browser send the cookie.
+        ("same-site", "http://erp.example.com:9999"),
+        ("same-site", None),  # a no-cors GET (an <img>) has no Origin
+        ("cross-site", "https://evil.example.org"),
+        ("SAME-SITE", None),
+        (None, "http://erp.example.com:9999"),  # a WebSocket handshake
+        (None, "https://evil.example.org"),
+        (None, "null"),  # a sandboxed frame, a file: page
+        (None, "http://[::1"),  # not a URL
+    ],
+)
+def test_the_cookie_is_refused_from_another_origin(site, origin):
+    with pytest.raises(AuthenticationError) as info:
+        credentials_from_request(browser_environ(site, origin), None)
+    assert str(info.value) == CROSS_ORIGIN_COOKIE
+    assert not from_own_origin(browser_environ(site, origin))
+
+
+def test_credentials_a_page_presents_are_not_ambient():
+    # Another origin may present a session itself (CORS decides).
+    env = browser_environ("cross-site", "https://partner.example.org")
+    env["HTTP_AUTHORIZATION"] = f"Session {b64(f'bob:2:{HEADER_KEY}')}"
+    assert credentials_from_request(env, None) == Credentials("bob", 2, HEADER_KEY)
+    payload = {"session": b64(f"eve:3:{PAYLOAD_KEY}")}
+    assert credentials_from_request(env, payload) == Credentials("eve", 3, PAYLOAD_KEY)
+
+
+def test_same_origin():
+    env = {"HTTP_HOST": HOST}
+    assert is_same_origin(f"http://{HOST}", env)
+    assert not is_same_origin("http://erp.example.com", env)
+    assert not is_same_origin("null", env)
+    assert not is_same_origin("", env)
+    assert not is_same_origin(f"http://{HOST}", {})
+
+
+def test_allowed_origins_are_ours_and_the_listed_ones():
+    allowed = AllowedOrigins(frozenset({"https://partner.example.org"}))
+    env = {"HTTP_HOST": HOST}
+    assert allowed(f"http://{HOST}", env)
+    assert allowed("https://partner.example.org", env)
+    assert not allowed("https://evil.example.org", env)
+    assert not allowed(None, env)  # python-engineio asks without an Origin too
 
 
 # -- client_address --------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 import socketio
 
 from oe_web_socketio import __version__
+from oe_web_socketio.auth import AllowedOrigins
 from oe_web_socketio.bridge import Bridge
 from oe_web_socketio.bus import TrytonBus
 from oe_web_socketio.config import Config
@@ -86,19 +87,23 @@ def socketio_options(config: Config) -> dict[str, Any]:
     }
 
 
-def cors_allowed_origins(origins: tuple[str, ...]) -> str | list[str] | None:
+def cors_allowed_origins(origins: tuple[str, ...]) -> str | AllowedOrigins | None:
     """Translate :attr:`Config.cors_allowed_origins` for python-engineio.
 
     python-engineio reads ``None`` as "same origin only" (the origin must
     match ``Host``, or ``X-Forwarded-Proto``/``X-Forwarded-Host``), ``"*"``
-    as "any origin", a list as "these origins", and the empty list as "do
-    not check the ``Origin`` header at all", which this project never wants.
+    as "any origin", a list as "these origins" (not the server's own), a
+    callable as "those it accepts", and the empty list as "do not check
+    the ``Origin`` header at all", which this project never wants. Listed
+    origins come in addition to the server's own: :class:`AllowedOrigins`.
+    Whatever it allows, the session cookie is accepted from the server's
+    own origin only (:func:`oe_web_socketio.auth.from_own_origin`).
     """
     if not origins:
         return None
     if origins == ("*",):
         return "*"
-    return list(origins)
+    return AllowedOrigins(frozenset(origins))
 
 
 class Application:

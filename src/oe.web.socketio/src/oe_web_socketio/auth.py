@@ -11,6 +11,15 @@ present it, in order of precedence:
 3. in Tryton 8's ``tryton_session`` cookie, ``login:uid:key`` unencoded
    (browsers send it only to URLs under ``/<database>/``, its path).
 
+The cookie is an ambient credential: the browser sends it with every
+request to its path, whichever page makes the request, and ``SameSite``
+(trytond sets ``Strict``) does not stop a page of the same *site* and
+another origin (another port of the host, a sibling subdomain). So the
+cookie is accepted only from a request of the server's own origin (see
+:func:`from_own_origin`); credentials a page presents itself (the payload,
+the header) are not ambient, and the allowed origins
+(:attr:`~oe_web_socketio.config.Config.cors_allowed_origins`) may use them.
+
 Parsing (this module) is kept apart from validation (an
 :class:`Authenticator`, per host application: Tryton checks ``ir_session``
 read-only), so each is tested on its own and other hosts plug in theirs.
@@ -26,6 +35,7 @@ import base64
 import binascii
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +44,13 @@ from oe_web_socketio.exceptions import AuthenticationError
 
 #: The cookie Tryton 8 sets on login (``login:uid:key``, path ``/<db>``).
 SESSION_COOKIE = "tryton_session"
+
+#: ``Sec-Fetch-Site`` of a request a page of the origin it is sent to made
+#: (``same-origin``), or the user (an address typed, a bookmark: ``none``).
+OWN_FETCH_SITES = frozenset({"same-origin", "none"})
+
+#: Why a session cookie is refused from another origin (shown to the client).
+CROSS_ORIGIN_COOKIE = "the session cookie is not accepted from another origin"
 
 #: Most digits of a user id: more cannot be a database id (and ``int()``
 #: refuses strings of thousands of digits).
@@ -138,8 +155,69 @@ def credentials_from_request(
         return parse_session(value, database)
     cookie = _cookie(environ.get("HTTP_COOKIE", ""), SESSION_COOKIE)
     if cookie:
+        if not from_own_origin(environ):
+            raise AuthenticationError(CROSS_ORIGIN_COOKIE)
         return _split_session(cookie, database)
     return None
+
+
+def from_own_origin(environ: Mapping[str, Any]) -> bool:
+    """Whether a request may carry ambient credentials (the cookie): no
+    browser sent it from a page of another origin, as far as it tells.
+
+    Browsers send ``Sec-Fetch-Site`` to secure origins (HTTPS, and
+    ``localhost``/``127.0.0.1`` over HTTP), hence with every ``Secure``
+    cookie such as trytond's: when present it decides, even for a ``GET``
+    without ``Origin`` (an ``<img>``, a ``no-cors`` fetch). Otherwise the
+    ``Origin`` header decides (a WebSocket handshake has one, not always
+    ``Sec-Fetch-Site``): it must be the request's own (see
+    :func:`is_same_origin`). A request with neither did not come from a
+    page of another origin of a current browser: a program, or a page
+    the user opened.
+    """
+    site = environ.get("HTTP_SEC_FETCH_SITE")
+    if site:
+        return str(site).strip().lower() in OWN_FETCH_SITES
+    origin = environ.get("HTTP_ORIGIN")
+    if not origin:
+        return True
+    return is_same_origin(str(origin), environ)
+
+
+@dataclass(frozen=True)
+class AllowedOrigins:
+    """The pages that may use the server: those of its own origin (see
+    :func:`is_same_origin`) and those of *origins*.
+
+    A callable python-engineio takes as ``cors_allowed_origins``: given a
+    list instead, it allows the listed origins only, and refuses the
+    server's own pages (a browser sends ``Origin`` with every WebSocket
+    handshake).
+    """
+
+    origins: frozenset[str]
+
+    def __call__(self, origin: str | None, environ: Mapping[str, Any]) -> bool:
+        if not origin:
+            return False
+        return origin in self.origins or is_same_origin(origin, environ)
+
+
+def is_same_origin(origin: str, environ: Mapping[str, Any]) -> bool:
+    """Whether *origin* (an ``Origin`` header) is the origin the request was
+    sent to: its ``host[:port]`` is the request's ``Host``, as trytond
+    compares them (behind nginx, ``Host`` is the browser's: the appliance
+    passes ``$http_host``). ``null`` (a sandboxed frame, a ``file:`` page)
+    is no origin's own.
+    """
+    if origin == "null":
+        return False
+    try:
+        netloc = urllib.parse.urlsplit(origin).netloc
+    except ValueError:
+        return False
+    host = str(environ.get("HTTP_HOST", ""))
+    return bool(netloc) and netloc.lower() == host.lower()
 
 
 #: A backslash escape in a quoted cookie value: three octal digits (a byte)
