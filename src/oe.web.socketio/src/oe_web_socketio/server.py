@@ -37,6 +37,7 @@ own sockets are used explicitly.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -96,6 +97,34 @@ def is_websocket_request(environ: dict[str, Any]) -> bool:
 TAKEN_OVER = "oe_web_socketio.websocket"
 
 
+#: Most characters of what a client sent quoted back in a refusal.
+REASON_SIZE = 120
+
+
+def malformed_reason(ex: BaseException) -> str:
+    """What is wrong with a request gevent refused to parse, for the
+    client and the log: printable ASCII, at most :data:`REASON_SIZE`
+    characters (it may quote the client's bytes)."""
+    text = (str(ex) or type(ex).__name__).encode("ascii", "backslashreplace")
+    reason = "".join(chr(b) if 32 <= b < 127 else "?" for b in text)
+    return reason if len(reason) <= REASON_SIZE else reason[:REASON_SIZE] + "..."
+
+
+def bad_request(reason: str) -> bytes:
+    """A whole ``400`` answer whose JSON body gives *reason*; the
+    connection is closed after it (what follows cannot be trusted)."""
+    body = json.dumps({"error": f"malformed HTTP request: {reason}"}).encode()
+    return (
+        b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+def _peer(address: Any) -> str:
+    return str(address[0]) if isinstance(address, tuple) and address else str(address)
+
+
 class Handler(WSGIHandler):
     """Per-connection handler: gevent's, plus the end of taken-over sockets.
 
@@ -113,6 +142,21 @@ class Handler(WSGIHandler):
         super().run_application()
         if self.status is None or is_websocket_request(self.environ):
             self.close_connection = True
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        """Refuse a request gevent cannot parse (request line, headers,
+        ``Content-Length``, chunks): one warning with the client's
+        address, and ``400`` with a JSON body saying what was wrong.
+
+        gevent's own logs an ERROR with the socket's repr and, for what
+        :mod:`http.client` raises (more than 100 headers, a header line
+        over 64 KiB), prints a traceback to stderr.
+        """
+        reason = malformed_reason(ex)
+        logger.warning(
+            "Refused malformed HTTP from %s: %s", _peer(self.client_address), reason
+        )
+        return ("400", bad_request(reason))
 
     def process_result(self) -> None:
         if self.environ.get(TAKEN_OVER):
