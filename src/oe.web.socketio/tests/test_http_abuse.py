@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import gevent
 import gevent.socket
 import pytest
+from oe_web_socketio.app import Application
+from oe_web_socketio.config import Config
 from oe_web_socketio.health import health_route
 from oe_web_socketio.routing import Request, Response, Route, Router
 from oe_web_socketio.server import Server, malformed_reason
@@ -172,3 +174,61 @@ def test_the_reason_quoted_back_is_short_printable_ascii():
     )
     assert reason.isascii() and reason.isprintable()
     assert len(reason) <= 123
+
+
+# --- plain HTTP to /socket.io/ that is not Engine.IO
+
+
+@pytest.fixture(scope="module")
+def app_server() -> Iterator[Server]:
+    """The whole application (Socket.IO and the routes), no host."""
+    server = Server(("127.0.0.1", 0), Application(Config(load_entry_points=False)))
+    server.start()
+    yield server
+    server.stop(timeout=1)
+
+
+def get(path: str, method: str = "GET", headers: bytes = b"") -> bytes:
+    return b"%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n" % (
+        method.encode(),
+        path.encode(),
+        headers,
+    )
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "BREW"])
+def test_socketio_other_methods_are_405_with_allow(app_server, caplog, method):
+    with caplog.at_level(logging.INFO):
+        status, headers, body = exchange(
+            app_server, get("/socket.io/?EIO=4&transport=polling", method)
+        )
+    assert status == 405
+    assert headers["allow"] == "GET, OPTIONS, POST"
+    if method != "HEAD":
+        assert json.loads(body) == {"error": "method not allowed"}
+    assert logged(caplog) == []  # the access log line only
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/socket.io/", "unsupported version"),
+        ("/socket.io/?EIO=3&transport=polling", "unsupported version"),
+        ("/socket.io/?EIO=x&transport=polling", "unsupported version"),
+        ("/socket.io/?%FF=%FF", "unsupported version"),
+        ("/socket.io/?EIO=4&transport=carrier", "Invalid transport"),
+        ("/socket.io/?EIO=4&transport=polling&sid=nope", "Invalid session"),
+        ("/socket.io/?EIO=4&transport=polling&sid=%FF", "Invalid session"),
+        ("/socket.io/?EIO=4&transport=websocket", "Invalid websocket upgrade"),
+    ],
+)
+def test_socketio_bad_queries_are_400_with_a_reason(
+    app_server, caplog, capfd, path, error
+):
+    with caplog.at_level(logging.INFO):
+        status, _, body = exchange(app_server, get(path))
+    assert status == 400
+    assert error in json.loads(body)
+    assert len(logged(caplog)) <= 1
+    assert all(r.exc_info is None for r in caplog.records)
+    assert capfd.readouterr().err == ""

@@ -41,7 +41,7 @@ from oe_web_socketio.health import health_route
 from oe_web_socketio.hosts import Host
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
-from oe_web_socketio.routing import Router
+from oe_web_socketio.routing import Router, method_not_allowed, send
 from oe_web_socketio.server import use_websocket_transport
 from oe_web_socketio.sessions import SessionWatch
 from oe_web_socketio.sockets import Server, SocketIO
@@ -54,6 +54,10 @@ TRYTON_BUS_CHANNEL = "bus"
 
 #: Where Socket.IO is mounted (the client's ``path`` option, ``/socket.io/``).
 SOCKETIO_PATH = "socket.io"
+
+#: The methods Engine.IO answers there (``OPTIONS``: CORS preflights);
+#: any other is ``405`` with ``Allow``.
+SOCKETIO_METHODS = frozenset({"GET", "OPTIONS", "POST"})
 
 #: Loggers given to python-socketio and python-engineio. Given a boolean
 #: instead, they would add a handler of their own to their default logger
@@ -225,6 +229,11 @@ class Application:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") not in SOCKETIO_METHODS and str(
+            environ.get("PATH_INFO", "")
+        ).startswith(f"/{SOCKETIO_PATH}/"):
+            # python-engineio answers "405 METHOD NOT FOUND" without Allow.
+            return send(method_not_allowed(SOCKETIO_METHODS), environ, start_response)
         result: Iterable[bytes] = self._wsgi_app(environ, start_response)
         return result
 

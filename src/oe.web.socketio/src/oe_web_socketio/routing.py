@@ -280,12 +280,7 @@ class Router:
         except (NotFound, RequestRedirect):
             return Response.json({"error": "not found"}, HTTPStatus.NOT_FOUND)
         except MethodNotAllowed as exc:
-            allow = ", ".join(sorted(exc.valid_methods or ()))
-            return Response.json(
-                {"error": "method not allowed"},
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                [("Allow", allow)],
-            )
+            return method_not_allowed(exc.valid_methods or ())
         route = self._routes[shape]
         request = dataclasses.replace(request, path_args=args)
         try:
@@ -315,10 +310,25 @@ class Router:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> list[bytes]:
-        request = Request(environ)
-        response = self.dispatch(request)
-        status = f"{response.status.value} {response.status.phrase}"
-        start_response(status, response.wsgi_headers())
-        if request.method == "HEAD":
-            return []
-        return [response.body]
+        return send(self.dispatch(Request(environ)), environ, start_response)
+
+
+def method_not_allowed(methods: Iterable[str]) -> Response:
+    """The ``405`` answer naming the accepted *methods* in ``Allow``."""
+    return Response.json(
+        {"error": "method not allowed"},
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        [("Allow", ", ".join(sorted(methods)))],
+    )
+
+
+def send(
+    response: Response, environ: Mapping[str, Any], start_response: Callable[..., Any]
+) -> list[bytes]:
+    """Answer the WSGI request of *environ* with *response* (no body to
+    a ``HEAD``)."""
+    status = f"{response.status.value} {response.status.phrase}"
+    start_response(status, response.wsgi_headers())
+    if str(environ.get("REQUEST_METHOD", "")).upper() == "HEAD":
+        return []
+    return [response.body]
