@@ -18,3 +18,24 @@ class Bench(Namespace):
     def on_publish(self, message):
         self.broadcast_channel(message, message["channel"])
         return True
+
+
+class Harness(Namespace):
+    """The protocol of the shared load harness (``../shared/bench``):
+    ``join {room}`` subscribes, ``publish {room, payload}`` sends
+    ``payload`` to every socket of the room, the sender included, both
+    acknowledged with ``true``. Served at ``/bench`` by
+    ``bench/harness_server.py``."""
+
+    path = "/bench"
+
+    def get_initial_acl(self):
+        return {"join", "publish"}
+
+    def on_join(self, data):
+        self.subscribe(data["room"])
+        return True
+
+    def on_publish(self, data):
+        self.send_and_broadcast_channel(data["payload"], data["room"])
+        return True
