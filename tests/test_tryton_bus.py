@@ -473,10 +473,14 @@ def test_a_message_comes_at_its_commit(
 def test_refused_sessions_are_401_as_trytond(
     realtime, trytond, trytond_bus, session, headers
 ):
+    before = realtime.log.read_text(errors="replace")
     answers = [
         poll(url, trytond.database, session, ["client:x"], headers=headers)
         for url in (realtime.url, trytond_bus)
     ]
+    # One log line each (the authenticator's when it refused the session).
+    logged = realtime.log.read_text(errors="replace")[len(before) :].splitlines()
+    assert len([line for line in logged if "oe_web_socketio.access" not in line]) == 1
     for status, _headers, body in answers:
         assert (status, body) == (401, b"")
     ours, theirs = (a[1] for a in answers)

@@ -168,6 +168,10 @@ class DictAuthenticator:
         self.seen.append(credentials)
         login = self.sessions.get((credentials.uid, credentials.key))
         if login is None:
+            # As Tryton's: one line per refusal.
+            logging.getLogger("oe_web_socketio.auth").warning(
+                "Refused uid %s: invalid session", credentials.uid
+            )
             raise AuthenticationError("invalid session")
         assert credentials.database is not None
         return Identity(db=credentials.database, uid=credentials.uid, login=login)
@@ -453,8 +457,14 @@ def test_refused_session_is_401_empty_as_trytond(
     assert (
         answer.headers.get("WWW-Authenticate") == 'Basic realm="Tryton"'
     ) is www_authenticate
+    # One line: the bus's, or the authenticator's for a session it refused.
     [record] = logged(caplog)
-    assert record.getMessage().startswith("Refused bus poll on 'oe' from 127.0.0.1: ")
+    if session == (1, "wrong"):
+        assert record.getMessage() == "Refused uid 1: invalid session"
+    else:
+        assert record.getMessage().startswith(
+            "Refused bus poll on 'oe' from 127.0.0.1: "
+        )
 
 
 def test_no_authenticator_refuses_every_poll(serve):

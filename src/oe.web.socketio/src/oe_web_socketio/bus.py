@@ -445,7 +445,9 @@ class TrytonBus:
         raise HTTPError(HTTPStatus.FORBIDDEN, "origin not allowed")
 
     def _authenticate(self, request: Request, database: str) -> Identity | None:
-        """The caller, or ``None`` (logged) when it must be refused."""
+        """The caller, or ``None`` when it must be refused, with one log
+        line: ours for a session missing or malformed, the
+        authenticator's for one it refuses (it logs each refusal)."""
         address = auth.client_address(request.environ, self.trusted_proxies)
         try:
             credentials = auth.credentials_from_request(request.environ, None)
@@ -453,11 +455,14 @@ class TrytonBus:
                 raise AuthenticationError("no session")
             if self.authenticator is None:
                 raise AuthenticationError("no authentication on this server")
-            credentials = dataclasses.replace(credentials, database=database)
-            return self.authenticator.authenticate(credentials, address)
         except AuthenticationError as exc:
             logger.warning("Refused bus poll on %r from %s: %s", database, address, exc)
             return None
+        credentials = dataclasses.replace(credentials, database=database)
+        try:
+            return self.authenticator.authenticate(credentials, address)
+        except AuthenticationError:
+            return None  # logged by the authenticator
         except DatabaseUnavailable as exc:
             logger.error("Cannot authenticate a bus poll from %s: %s", address, exc)
             raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "try again later") from None
