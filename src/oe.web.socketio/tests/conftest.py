@@ -7,6 +7,7 @@ may find another one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import subprocess
@@ -127,9 +128,9 @@ def server_command() -> tuple[str, ...]:
     return SERVER_COMMAND
 
 
-@pytest.fixture
-def spawn_server() -> Iterator[Callable[..., ServerProcess]]:
-    """Start server processes; each is stopped, by PID, in teardown.
+@contextlib.contextmanager
+def _spawner() -> Iterator[Callable[..., ServerProcess]]:
+    """Start server processes; each is stopped, by PID, at the end.
 
     Call with command-line arguments; ``-p 0`` is added unless a port is
     given, ``--no-entry-points`` unless ``entry_points=True``. Returns once
@@ -161,7 +162,25 @@ def spawn_server() -> Iterator[Callable[..., ServerProcess]]:
             server.url = match.group(1)
         return server
 
-    yield spawn
-    for server in started:
-        server.stop()
-        server.process.stderr.close()
+    try:
+        yield spawn
+    finally:
+        for server in started:
+            server.stop()
+            server.process.stderr.close()
+
+
+@pytest.fixture
+def spawn_server() -> Iterator[Callable[..., ServerProcess]]:
+    """``spawn_server(*args)``: start a server process for this test (see
+    :func:`_spawner`)."""
+    with _spawner() as spawn:
+        yield spawn
+
+
+@pytest.fixture(scope="module")
+def module_spawn_server() -> Iterator[Callable[..., ServerProcess]]:
+    """``spawn_server`` for servers the tests of a module share (a server
+    costs about 3 s to start)."""
+    with _spawner() as spawn:
+        yield spawn

@@ -9,16 +9,20 @@ order).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
 import socketio
+import wsproto
+import wsproto.events
 
 #: This directory: the test servers import ``sample_namespaces`` from it.
 TESTS_DIR = Path(__file__).resolve().parent
@@ -222,10 +226,9 @@ class RawPolling:
         assert packets[0].startswith(f"40{namespace},{{"), packets
         return self
 
-    def post(self, body: str) -> requests.Response:
-        return self.http.post(
-            f"{self.base}&sid={self.sid}", data=body.encode(), timeout=TIMEOUT
-        )
+    def post(self, body: str | bytes) -> requests.Response:
+        data = body.encode() if isinstance(body, str) else body
+        return self.http.post(f"{self.base}&sid={self.sid}", data=data, timeout=TIMEOUT)
 
     def get(self) -> list[str]:
         """The packets of one poll (the server answers at once if it has
@@ -237,3 +240,79 @@ class RawPolling:
 
     def close(self) -> None:
         self.http.close()
+
+
+class RawWebSocket:
+    """An Engine.IO WebSocket spoken with wsproto on a plain TCP socket:
+    any frame can be sent, and every byte the server sends is seen.
+
+    :param sid: the polling session to upgrade, or ``None`` for a
+        WebSocket opened directly (its Engine.IO open packet is read, its
+        session id kept in :attr:`sid`).
+    """
+
+    def __init__(self, url: str, sid: str | None = None) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        target = "/socket.io/?EIO=4&transport=websocket"
+        if sid is not None:
+            target += f"&sid={sid}"
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        self.target = target
+        self.received: list[Any] = []
+        self.send(wsproto.events.Request(host=host, target=target))
+        accepted = self.next_event()
+        assert isinstance(accepted, wsproto.events.AcceptConnection), accepted
+        self.sid = sid or json.loads(self.text().removeprefix("0"))["sid"]
+
+    def send(self, *events: Any) -> None:
+        """Send wsproto events; a :class:`str` is a text message, a
+        :class:`bytes` a binary one."""
+        data = b""
+        for item in events:
+            event = item
+            if isinstance(item, str):
+                event = wsproto.events.TextMessage(item)
+            elif isinstance(item, bytes):
+                event = wsproto.events.BytesMessage(item)
+            data += self.ws.send(event)
+        self.sock.sendall(data)
+
+    def next_event(self) -> Any:
+        while not self.received:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed by the server"
+            self.ws.receive_data(chunk)
+            self.received.extend(self.ws.events())
+        return self.received.pop(0)
+
+    def text(self) -> str:
+        """The next text message."""
+        event = self.next_event()
+        assert isinstance(event, wsproto.events.TextMessage), event
+        return str(event.data)
+
+    def rest(self) -> tuple[bytes, list[Any]]:
+        """What the server sends until it closes the connection: the bytes,
+        and the events they make (wsproto fails on anything that is not a
+        WebSocket frame)."""
+        rest = b""
+        with contextlib.suppress(ConnectionResetError), self.sock:
+            while chunk := self.sock.recv(65536):
+                rest += chunk
+        self.ws.receive_data(rest)
+        return rest, [*self.received, *self.ws.events()]
+
+    def closed(self) -> tuple[int, str]:
+        """The code and reason of the close frame that ends what the
+        server sends, once it has closed the connection; nothing but
+        WebSocket frames came before."""
+        rest, events = self.rest()
+        assert b"HTTP/" not in rest, rest
+        assert events, "no close frame"
+        close = events[-1]
+        assert isinstance(close, wsproto.events.CloseConnection), events
+        return close.code, close.reason
+
+    def close(self) -> None:
+        self.sock.close()

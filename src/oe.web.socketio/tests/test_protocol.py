@@ -4,9 +4,12 @@ polling (plain HTTP) and WebSocket (websocket-client)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import re
 
 import pytest
+import requests
 import websocket
 from oe_web_socketio.protocol import (
     EventError,
@@ -21,6 +24,8 @@ from socketio_testing import (
     TIMEOUT,
     Clients,
     RawPolling,
+    RawWebSocket,
+    count_lines,
     health,
     lines,
     serve_tests_dir,
@@ -206,7 +211,8 @@ def test_polling_unknown_engineio_packet_is_refused_at_once(server, bystander, p
     # answering this request.
     answer = polling.post("9")
     assert answer.status_code == 400
-    assert lines(server, f"Closing session {polling.sid}: invalid Engine.IO", 1) == 1
+    pattern = f"Closing session {polling.sid} from 127.0.0.1: unexpected Engine.IO"
+    assert lines(server, pattern, 1) == 1
     assert polling.get()[0].startswith("HTTP 400")
 
 
@@ -221,6 +227,9 @@ def ws(server):
     assert connection.recv().startswith("40/chat,{")
     yield connection
     connection.close()
+    # websocket-client's close() leaves the socket open when the server
+    # closed first.
+    connection.shutdown()
 
 
 def test_websocket_malformed_event_gets_an_error_acknowledgement(server, bystander, ws):
@@ -236,6 +245,10 @@ def test_websocket_malformed_event_gets_an_error_acknowledgement(server, bystand
 def test_websocket_undecodable_packet_ends_that_session(server, bystander, ws):
     ws.send("43/chat,1[bad")
     assert ws.recv() == "1"  # Engine.IO CLOSE
+    opcode, frame = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(frame[:2], "big") == 1008  # policy violation
+    assert frame[2:].startswith(b"malformed packet: invalid JSON")
     assert lines(server, "Closing session .*: malformed packet", 1) == 1
 
 
@@ -248,12 +261,196 @@ def test_websocket_event_over_the_size_limit(server, bystander, ws):
 
 
 def test_engineio_garbage_harms_no_one_else(server, bystander, polling, ws):
-    # Below Socket.IO, python-engineio has the last word: over polling it
-    # logs a traceback and answers 200, over WebSocket the exception ends
-    # that connection (its session goes at the next ping timeout).
-    polling.post("zzz")
+    # Below Socket.IO: a refusal, a close frame, one line each, no traceback.
+    assert polling.post("zzz").status_code == 400
     ws.send("zzz")
-    with pytest.raises(websocket.WebSocketException):
-        ws.recv()
-    assert lines(server, r"^ValueError: invalid literal for int\(\)", 2) == 2
+    assert ws.recv() == "1"  # Engine.IO CLOSE
+    opcode, frame = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(frame[:2], "big") == 1002
+    assert lines(server, "Closing session .*: invalid Engine.IO payload 'zzz'", 1) == 1
+    assert lines(server, "Closing session .*: invalid Engine.IO packet 'zzz'", 1) == 1
     assert health(server)["status"] == "ok"
+    assert not count_lines(server, "Traceback")
+
+
+# --- garbage below and around Socket.IO, against a server the tests share
+
+
+@pytest.fixture(scope="module")
+def shared(module_spawn_server, tmp_path_factory):
+    """A server of the tests' namespaces that logs every line: these tests
+    count them (see test_logs.py for the rate limit)."""
+    config = tmp_path_factory.mktemp("shared") / "oe.cfg"
+    config.write_text("[oe_web_socketio]\nlog_rate_limit = 0\n")
+    with pytest.MonkeyPatch.context() as patch:
+        serve_tests_dir(patch)
+        return module_spawn_server(*NAMESPACE_OPTIONS, "-c", str(config))
+
+
+def clients_now(server):
+    return health(server)["clients"]
+
+
+def joined(server) -> RawWebSocket:
+    """A raw WebSocket connected to ``/chat``."""
+    raw = RawWebSocket(server.url)
+    raw.send("40/chat,")
+    assert raw.text().startswith("40/chat,{")
+    return raw
+
+
+BINARY_EVENT = '451-/chat,["file",{"_placeholder":true,"num":0}]'
+
+
+@pytest.mark.parametrize(
+    ("frames", "code", "reason"),
+    [
+        ([";x"], 1002, "invalid Engine.IO packet ';x'"),
+        ([""], 1002, "Invalid empty packet received"),
+        (["0"], 1002, "unexpected Engine.IO packet '0'"),  # OPEN
+        (["2"], 1002, "unexpected Engine.IO packet '2'"),  # PING
+        (["5"], 1002, "unexpected Engine.IO packet '5'"),  # UPGRADE
+        (["6"], 1002, "unexpected Engine.IO packet '6'"),  # NOOP
+        (["9"], 1002, "unexpected Engine.IO packet '9'"),
+        (["4" + "[" * 100_000], 1002, "maximum recursion depth"),
+        ([b"\x00\x01"], 1003, "unexpected binary message"),
+        (["4"], 1008, "empty packet"),
+        (["4x"], 1008, "malformed packet"),
+        (["43/chat,1[bad"], 1008, "invalid JSON"),
+        (["44/chat,{}"], 1008, "Unexpected CONNECT_ERROR"),
+        (['4599-/chat,["x"]'], 1008, "more than 16 attachments"),
+        ([BINARY_EVENT, '42/chat,["x"]'], 1003, "a binary attachment was expected"),
+        (['451-/chat,["f",{"_placeholder":true,"num":7}]', b"x"], 1008, "attachment"),
+    ],
+)
+def test_websocket_garbage_ends_the_session_with_a_close_frame(
+    shared, frames, code, reason
+):
+    before = clients_now(shared)
+    raw = joined(shared)
+    assert clients_now(shared) == before + 1
+    raw.send(*frames)
+    closed = raw.closed()
+    assert closed[0] == code and reason in closed[1], closed
+    # Counted gone at once, not at the ping timeout (45 s).
+    assert clients_now(shared) == before
+    assert lines(shared, f"Closing session {raw.sid} from 127.0.0.1: ", 1) == 1
+
+
+def test_websocket_frames_after_a_close_packet_are_not_handled(shared):
+    raw = joined(shared)
+    raw.send("1", '42/chat,["echo"]', "40/chat,", "41/chat,")
+    assert raw.closed() == (1000, "")
+    raw = RawWebSocket(shared.url)
+    raw.send("1", "40/chat,", '42/chat,["echo"]')
+    assert raw.closed() == (1000, "")
+
+
+def test_websocket_message_over_the_buffer_size(shared):
+    before = clients_now(shared)
+    raw = joined(shared)
+    raw.send("4" + "x" * 1_000_000)
+    assert raw.closed()[0] == 1009  # message too big
+    assert clients_now(shared) == before
+    assert lines(shared, f"Closing session {raw.sid} .*: message over 1000000", 1)
+
+
+def test_a_bad_upgrade_ends_the_polling_session_too(shared):
+    polling = RawPolling(shared.url).open("/chat")
+    raw = RawWebSocket(shared.url, polling.sid)
+    raw.send(";x")
+    assert raw.closed()[0] == 1002
+    assert polling.get()[0].startswith("HTTP 400")
+    # A probe that is not one.
+    polling = RawPolling(shared.url).open("/chat")
+    raw = RawWebSocket(shared.url, polling.sid)
+    raw.send("2nope")
+    assert raw.closed() == (1002, "an upgrade starts with 2probe")
+
+
+def test_a_refused_websocket_handshake_is_http(shared):
+    answer = requests.get(
+        f"{shared.url}/socket.io/?EIO=4&transport=websocket",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+        timeout=TIMEOUT,
+    )
+    assert answer.status_code == 400
+    assert answer.text == "Invalid WebSocket handshake"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (b"4x\x1e1", 200, ""),  # a batch with a close packet: accepted
+        (b"40/chat,\x1e\x1e3", 400, "Invalid empty packet"),
+        (b"\x1e", 400, "Invalid empty packet"),
+        (b"4\xff\xfe", 400, "invalid UTF-8"),
+        (b"\x1e".join([b"3"] * 17), 400, "Too many packets"),
+        (b"4" + b"[" * 100_000, 400, "maximum recursion depth"),
+        (b"d=", 400, "invalid Engine.IO payload 'd='"),  # JSONP without d
+        (b";x", 400, "invalid literal for int()"),
+        (b"0", 400, "unexpected Engine.IO packet of type 0"),
+        (b"2", 400, "unexpected Engine.IO packet of type 2"),
+        (b"6", 400, "unexpected Engine.IO packet of type 6"),
+        (b"4" + b"x" * 1_000_001, 413, "Payload over 1000000 bytes"),
+    ],
+)
+def test_polling_garbage_is_refused_and_ends_the_session(shared, body, status, detail):
+    before = clients_now(shared)
+    polling = RawPolling(shared.url).open("/chat")
+    answer = polling.post(body)
+    assert (answer.status_code, detail in answer.text) == (status, True), answer.text
+    assert clients_now(shared) == before
+    assert polling.get() == ['HTTP 400 "Session is disconnected"']
+    if status != 200:
+        assert lines(shared, f"Closing session {polling.sid} from 127.0.0.1: ", 1) == 1
+
+
+def test_polling_requests_after_a_close_packet_are_refused(shared):
+    polling = RawPolling(shared.url).open("/chat")
+    assert polling.post("1").status_code == 200
+    # python-engineio: 500 (KeyError: 'Session is disconnected'), then 400.
+    answer = polling.post("40/chat,")
+    assert (answer.status_code, answer.text) == (400, '"Session is disconnected"')
+    assert polling.post("40/chat,").status_code == 400
+
+
+def test_a_second_poll_while_one_is_held_ends_the_session(shared):
+    polling = RawPolling(shared.url).open("/chat")
+    # Nothing is queued: the poll that comes first is held until the other
+    # one arrives, which is refused; the held one gets the close packet.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        polls = [pool.submit(polling.get) for _ in range(2)]
+        answers = sorted(poll.result(TIMEOUT) for poll in polls)
+    assert answers == [["1"], ['HTTP 400 "Overlapping poll"']]
+    assert lines(shared, f"Closing session {polling.sid} .*: a poll while", 1) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "status"),
+    [
+        ("GET", "EIO=3&transport=polling", 400),
+        ("GET", "EIO=4&transport=carrier-pigeon", 400),
+        ("GET", "EIO=4&transport=websocket", 400),  # no Upgrade header
+        ("GET", "EIO=4&transport=polling&sid=nope", 400),
+        ("POST", "EIO=4&transport=polling&sid=nope", 400),
+        ("POST", "EIO=4&transport=polling", 400),  # no sid
+        ("PUT", "EIO=4&transport=polling", 405),
+        ("DELETE", "EIO=4&transport=polling", 405),
+        ("GET", "EIO=4&transport=polling&j=x", 400),  # JSONP index
+    ],
+)
+def test_bad_engineio_requests_get_a_4xx(shared, method, query, status):
+    answer = requests.request(
+        method, f"{shared.url}/socket.io/?{query}", data=b"40", timeout=TIMEOUT
+    )
+    assert answer.status_code == status, answer.text
+
+
+def test_no_traceback_nor_5xx_after_all_that(shared):
+    assert health(shared)["status"] == "ok"
+    faults = re.compile(r'Traceback|^\w+Error:|" 5\d\d ')
+    log = shared.stderr.lines
+    found = [i for i, line in enumerate(log) if faults.search(line)]
+    assert not found, "\n".join(log[found[0] - 2 : found[0] + 40])

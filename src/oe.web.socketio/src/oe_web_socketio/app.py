@@ -31,8 +31,8 @@ from typing import Any
 
 import socketio
 
-from oe_web_socketio import __version__
-from oe_web_socketio.auth import AllowedOrigins
+from oe_web_socketio import __version__, logs
+from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.bridge import Bridge
 from oe_web_socketio.bus import TrytonBus
 from oe_web_socketio.config import Config
@@ -229,6 +229,8 @@ class Application:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        # Whose faults this greenlet's log lines are about (logs.RateLimit).
+        logs.CLIENT.set(client_address(environ, self.config.trusted_proxies))
         if environ.get("REQUEST_METHOD") not in SOCKETIO_METHODS and str(
             environ.get("PATH_INFO", "")
         ).startswith(f"/{SOCKETIO_PATH}/"):

@@ -160,9 +160,15 @@ def load_config(args: argparse.Namespace) -> Config:
 CHATTY_LOGGERS = ("oe_web_socketio.socketio", "oe_web_socketio.engineio")
 
 
-def configure_logging(level: str) -> None:
-    """Send log records of *level* and above to stderr."""
+def configure_logging(level: str, rate_limit: int = 0) -> None:
+    """Send log records of *level* and above to stderr, at most
+    *rate_limit* lines a minute about one client's faults (``0``: all; see
+    :mod:`oe_web_socketio.logs`)."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    if rate_limit:
+        from oe_web_socketio import logs
+
+        logs.install(rate_limit)
     chatty_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(chatty_level)
@@ -231,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         _fail(str(exc))
         return EXIT_USAGE
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_rate_limit)
 
     from oe_web_socketio.app import Application
     from oe_web_socketio.hosts.tryton import TrytonHost

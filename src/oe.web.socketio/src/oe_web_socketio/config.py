@@ -124,6 +124,10 @@ class Config:
         logout, an expired or deleted session, a deactivated user): such a
         socket is told (``error`` event, ``authentication_failed``) and
         disconnected. ``0`` checks only at connection.
+    :ivar log_rate_limit: most log lines about one client address's faults
+        (refused packets, requests, events) per minute; the others are
+        counted, and their number logged once the minute is over. ``0``:
+        no limit. See :mod:`oe_web_socketio.logs`.
     """
 
     databases: tuple[str, ...] = ("oe",)
@@ -150,6 +154,7 @@ class Config:
     longpolling_timeout: float = 60.0
     longpolling_modules: tuple[str, ...] = ()
     session_check_interval: float = 60.0
+    log_rate_limit: int = 20
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -461,4 +466,5 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "longpolling_timeout": _positive,
     "longpolling_modules": _check_modules,
     "session_check_interval": _seconds_or_zero,
+    "log_rate_limit": _at_least(0),
 }

@@ -28,7 +28,26 @@ Invariants of :class:`Packet`:
   wrong when its payload is not JSON or not ``[name: str, *args]``; so
   such a packet is answered with :data:`MALFORMED` like any other bad
   event;
-* every other decoding failure raises :class:`MalformedPacketError`.
+* every other decoding failure raises :class:`MalformedPacketError`, and
+  so does a binary attachment that is not binary, one too many, or a
+  placeholder that names no attachment; at most :data:`MAX_ATTACHMENTS`
+  are awaited.
+
+Below Socket.IO, :func:`decode_engineio_packet` and
+:func:`decode_engineio_payload` check what a client sends over WebSocket
+and polling before python-engineio sees it. python-engineio 4.15 decodes
+with no error handling of its own: a frame not starting with a digit, an
+empty one, JSON nested too deep, invalid UTF-8 or a bad batch raise from
+its request handler (a traceback; over WebSocket a raw ``HTTP 500``
+written into the upgraded stream). Invariants:
+
+* they raise only :class:`EngineIOPacketError`, which carries the
+  WebSocket close code (RFC 6455) the refusal uses;
+* what they accept, python-engineio decodes without raising, to the same
+  packets;
+* a client may send only the packet types a client sends in Engine.IO 4:
+  ``CLOSE``, ``PONG`` and ``MESSAGE`` (and, during an upgrade, the
+  ``PING`` probe and ``UPGRADE``).
 """
 
 from __future__ import annotations
@@ -36,6 +55,8 @@ from __future__ import annotations
 from typing import Any, Self
 
 from engineio import json as engineio_json
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from socketio import packet as sio_packet
 
 from oe_web_socketio.exceptions import OeWebSocketIOError
@@ -58,6 +79,12 @@ BAD_REQUEST = "bad_request"
 AUTHENTICATION_FAILED = "authentication_failed"
 UNAVAILABLE = "unavailable"
 INTERNAL_ERROR = "internal_error"
+
+#: WebSocket close codes (RFC 6455, section 7.4.1) of refused sessions.
+CLOSE_PROTOCOL_ERROR = 1002  # an Engine.IO packet that breaks the protocol
+CLOSE_UNSUPPORTED_DATA = 1003  # a binary message where none is expected
+CLOSE_POLICY_VIOLATION = 1008  # a Socket.IO packet that cannot be decoded
+CLOSE_INTERNAL_ERROR = 1011
 
 #: Event names a client may never send: python-socketio triggers them.
 RESERVED_EVENTS = frozenset({"connect", "disconnect"})
@@ -91,7 +118,89 @@ class MalformedPacketError(OeWebSocketIOError, ValueError):
     """A packet cannot be decoded and cannot be answered.
 
     A :class:`ValueError`, as python-socketio's own decoding errors are.
+
+    :ivar close_code: the WebSocket close code of the refusal.
     """
+
+    def __init__(self, message: str, close_code: int = CLOSE_POLICY_VIOLATION) -> None:
+        self.close_code = close_code
+        super().__init__(message)
+
+
+#: Most binary attachments one event may announce; python-socketio would
+#: await up to 10 digits' worth of them, keeping each one received.
+MAX_ATTACHMENTS = 16
+
+#: Engine.IO packet types a client sends on a connected session.
+CLIENT_PACKET_TYPES = frozenset({eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE})
+
+
+class EngineIOPacketError(OeWebSocketIOError, ValueError):
+    """An Engine.IO packet or payload from a client is refused.
+
+    :ivar close_code: the WebSocket close code that says why.
+    """
+
+    def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+        self.close_code = close_code
+        super().__init__(message)
+
+
+#: What python-engineio's decoders raise on bad input (``binascii.Error``
+#: is a ``ValueError``; ``KeyError`` comes from a JSONP body without ``d``).
+_DECODE_ERRORS = (ValueError, TypeError, IndexError, KeyError, RecursionError)
+
+
+def _shorten(text: str | bytes, size: int = 40) -> str:
+    shown = repr(text[:size])
+    return shown + "…" if len(text) > size else shown
+
+
+def decode_engineio_packet(
+    encoded: str | bytes, allowed: frozenset[int] = CLIENT_PACKET_TYPES
+) -> eio_packet.Packet:
+    """Decode one Engine.IO packet from a client, as python-engineio does.
+
+    :param allowed: the packet types the client may send now.
+    :raises EngineIOPacketError: the packet cannot be decoded, or is of a
+        type not in *allowed*.
+    """
+    try:
+        packet = eio_packet.Packet(encoded_packet=encoded)
+    except _DECODE_ERRORS as exc:
+        raise EngineIOPacketError(
+            f"invalid Engine.IO packet {_shorten(encoded)}: {exc or type(exc).__name__}"
+        ) from None
+    if packet.packet_type not in allowed:
+        raise EngineIOPacketError(f"unexpected Engine.IO packet {_shorten(encoded)}")
+    return packet
+
+
+def decode_engineio_payload(
+    body: bytes, allowed: frozenset[int] = CLIENT_PACKET_TYPES
+) -> list[eio_packet.Packet]:
+    """Decode the body of a polling ``POST``, as python-engineio does.
+
+    :raises EngineIOPacketError: the body is not UTF-8 (close code 1007),
+        not a payload python-engineio decodes, or holds a packet of a type
+        not in *allowed*.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EngineIOPacketError(f"invalid UTF-8: {exc.reason}", 1007) from None
+    try:
+        packets = eio_payload.Payload(encoded_payload=text).packets
+    except _DECODE_ERRORS as exc:
+        raise EngineIOPacketError(
+            f"invalid Engine.IO payload {_shorten(text)}: {exc or type(exc).__name__}"
+        ) from None
+    for packet in packets:
+        if packet.packet_type not in allowed:
+            raise EngineIOPacketError(
+                f"unexpected Engine.IO packet of type {packet.packet_type}"
+            )
+    return packets
 
 
 class IncomingEvent(str):
@@ -143,6 +252,14 @@ class Packet(sio_packet.Packet):
 
     json = _PayloadJSON
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        encoded = kwargs.get("encoded_packet")
+        if encoded is not None and not encoded:
+            # python-socketio decodes nothing of an empty message and takes
+            # it for an event without data (a TypeError when handled).
+            raise MalformedPacketError("empty packet")
+        super().__init__(*args, **kwargs)
+
     def decode(self, encoded_packet: str) -> int:
         """Decode *encoded_packet*; return the number of attachments due.
 
@@ -152,7 +269,9 @@ class Packet(sio_packet.Packet):
         if not isinstance(encoded_packet, str):
             # python-socketio hands binary messages to add_attachment()
             # while it awaits attachments: this one is unexpected.
-            raise MalformedPacketError("unexpected binary message")
+            raise MalformedPacketError(
+                "unexpected binary message", CLOSE_UNSUPPORTED_DATA
+            )
         try:
             attachments: int = super().decode(encoded_packet)
         except PayloadError as exc:
@@ -163,19 +282,34 @@ class Packet(sio_packet.Packet):
             return 0
         except ValueError as exc:
             raise MalformedPacketError(str(exc) or "invalid packet") from None
+        if attachments > MAX_ATTACHMENTS:
+            raise MalformedPacketError(f"more than {MAX_ATTACHMENTS} attachments")
         if self.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
             self.data = self._event_data(self.data, len(encoded_packet))
         return attachments
 
     def add_attachment(self, attachment: bytes) -> bool:
-        """Add a binary attachment, counting it in the event's size."""
+        """Add a binary attachment, counting it in the event's size.
+
+        :raises MalformedPacketError: *attachment* is text, or not awaited,
+            or the packet's placeholders do not match its attachments.
+        """
+        if not isinstance(attachment, bytes | bytearray):
+            # python-socketio would take a text message as an attachment.
+            raise MalformedPacketError(
+                "a binary attachment was expected", CLOSE_UNSUPPORTED_DATA
+            )
         event = self.data[0] if isinstance(self.data, list) and self.data else None
         if isinstance(event, IncomingEvent):
             event.size += len(attachment)
         try:
             complete: bool = super().add_attachment(attachment)
-        except ValueError as exc:
-            raise MalformedPacketError(str(exc)) from None
+        except _DECODE_ERRORS as exc:
+            # IndexError, TypeError: a placeholder's "num" names no
+            # attachment (python-socketio indexes the list with it).
+            raise MalformedPacketError(
+                f"invalid binary attachment: {exc or type(exc).__name__}"
+            ) from None
         return complete
 
     def _event_data(self, data: Any, size: int) -> list[Any]:

@@ -27,8 +27,19 @@ WebSocket is closed, without having called ``start_response``. Socket
 options such as ``TCP_NODELAY`` are shared by the duplicate.
 
 Left alone, that WebSocket outlives its Engine.IO session when the client
-stops talking without closing TCP: see :class:`WebSocketTransport`, which
-:func:`use_websocket_transport` puts in its place.
+stops talking without closing TCP, and a frame python-engineio cannot
+decode raises out of its request handler, so that gevent writes a raw
+``HTTP 500`` into the upgraded stream and the session lives on until its
+ping timeout: see :class:`WebSocketTransport`, which
+:func:`use_websocket_transport` puts in its place. Invariants: once a
+WebSocket is accepted, nothing but WebSocket frames is written on its
+connection; a frame refused ends the Engine.IO session at once, with a
+close frame whose code and reason say why, and one log line.
+
+Each connection's handler greenlet knows its client's address
+(:data:`oe_web_socketio.logs.CLIENT`), which the log rate limit of
+:mod:`oe_web_socketio.logs` keys on; an access log line of a ``4xx`` or
+``5xx`` answer counts as a client's fault there.
 
 Nothing here requires the standard library to be monkey-patched: gevent's
 own sockets are used explicitly.
@@ -46,11 +57,21 @@ from typing import Any
 import engineio
 import gevent.pool
 import gevent.socket
+import simple_websocket
+from engineio import packet as eio_packet
 from engineio.async_drivers import gevent as engineio_gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from wsproto.utilities import ProtocolError
 
+from oe_web_socketio import logs
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import ListenError
+from oe_web_socketio.protocol import (
+    CLIENT_PACKET_TYPES,
+    CLOSE_INTERNAL_ERROR,
+    EngineIOPacketError,
+    decode_engineio_packet,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +117,34 @@ def is_websocket_request(environ: dict[str, Any]) -> bool:
 #: the request's connection over (answered ``101`` itself).
 TAKEN_OVER = "oe_web_socketio.websocket"
 
+#: The attribute of a python-engineio session that holds the close code and
+#: reason its WebSocket ends with (see :func:`close_session`).
+CLOSE_FRAME = "oe_web_socketio_close_frame"
+
+#: Most bytes of a close frame's reason (RFC 6455: 125 with the code).
+CLOSE_REASON_SIZE = 123
+
+
+def close_reason(text: str) -> str:
+    """*text* cut to fit a WebSocket close frame (UTF-8, whole characters)."""
+    encoded = text.encode()
+    if len(encoded) <= CLOSE_REASON_SIZE:
+        return text
+    return encoded[: CLOSE_REASON_SIZE - 3].decode(errors="ignore") + "..."
+
+
+def close_session(session: Any, code: int, reason: str) -> None:
+    """End the python-engineio *session* at once because of its client.
+
+    The client is sent the Engine.IO close packet and, on a WebSocket, a
+    close frame of *code* and *reason*; the Socket.IO disconnection runs
+    now, so that ``/health`` no longer counts the client. Nothing waits for
+    the client. Closing a closed session does nothing.
+    """
+    if not session.closed and not session.closing:
+        setattr(session, CLOSE_FRAME, (code, close_reason(reason)))
+    session.close(wait=False, reason=session.server.reason.SERVER_DISCONNECT)
+
 
 #: Most characters of what a client sent quoted back in a refusal.
 REASON_SIZE = 120
@@ -138,10 +187,25 @@ class Handler(WSGIHandler):
     "Invalid frame header". The access log shows such requests as ``101``.
     """
 
+    def handle(self) -> None:
+        # The peer's address, until the application knows better (a
+        # trusted proxy's X-Forwarded-For): gevent's own refusals of
+        # malformed HTTP are logged with it.
+        peer = self.client_address
+        logs.CLIENT.set(peer[0] if isinstance(peer, tuple) else None)
+        super().handle()
+
     def run_application(self) -> None:
         super().run_application()
         if self.status is None or is_websocket_request(self.environ):
             self.close_connection = True
+
+    def log_request(self) -> None:
+        if isinstance(self.code, int) and self.code >= 400:
+            with logs.client_fault():
+                super().log_request()
+        else:
+            super().log_request()
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
         """Refuse a request gevent cannot parse (request line, headers,
@@ -165,6 +229,19 @@ class Handler(WSGIHandler):
             self.close_connection = True
             return
         super().process_result()
+
+
+class _SimpleWebSocket(simple_websocket.Server):
+    """simple-websocket's server, which closes its duplicate of the
+    connection's socket when it refuses the handshake (it left it to the
+    garbage collector: a ``ResourceWarning`` per refusal)."""
+
+    def handshake(self) -> None:
+        try:
+            super().handshake()
+        finally:
+            if not self.connected:
+                self.sock.close()
 
 
 class WebSocketTransport(engineio_gevent.WebSocketWSGI):
@@ -193,24 +270,114 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
       and calls :meth:`close`.
     """
 
+    def __init__(self, handler: Callable[[Any], Any], server: engineio.Server) -> None:
+        super().__init__(handler, server)
+        # simple-websocket gathers a message's frames without limit unless
+        # told: past it, it closes with 1009 and keeps nothing more.
+        self.max_message_size: int = server.max_http_buffer_size
+        self.server_args["max_message_size"] = self.max_message_size
+        #: The python-engineio session this WebSocket serves (the handler
+        #: is its bound method).
+        self.session: Any = getattr(handler, "__self__", None)
+        #: Messages read so far: the first two of an upgrade are its own.
+        self.received = 0
+
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         try:
-            return super().__call__(environ, start_response)
+            # As the base class, for gevent (simple-websocket's mode).
+            self.ws = _SimpleWebSocket(environ, **self.server_args)
+            result: Iterable[bytes] = self.app(self)
+            return result
         except OSError as exc:
             # python-engineio turns a send on a WebSocket the peer closed
             # into a bare OSError(), which gevent's handler cannot read
             # (IndexError on its args): a client gone during the upgrade.
             if exc.args or getattr(self, "ws", None) is None or self.ws.connected:
-                raise
+                return self._failed(exc)
             logger.debug("WebSocket closed by the client: %s", self.ws.close_reason)
             return []
+        except (ProtocolError, simple_websocket.ConnectionError) as exc:
+            if getattr(self, "ws", None) is not None:
+                return self._failed(exc)
+            # A handshake wsproto refuses (no key, a wrong version …):
+            # nothing was written yet, the answer is HTTP.
+            logger.warning(
+                "Refused WebSocket handshake from %s: %s", logs.CLIENT.get(), exc
+            )
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [b"Invalid WebSocket handshake"]
+        except Exception as exc:  # noqa: BLE001 - a bug, yet no HTTP after 101
+            return self._failed(exc)
         finally:
             # Set once simple-websocket has written the 101 (it raises
             # before, for a handshake it refuses: that answer is HTTP).
             if getattr(self, "ws", None) is not None:
                 environ[TAKEN_OVER] = True
+                # python-engineio leaves the WebSocket open after a failed
+                # upgrade (the session goes on polling).
+                if self.ws.connected:
+                    self.close()
+
+    def _failed(self, exc: Exception) -> list[bytes]:
+        """End the request after an unexpected exception: a bug, logged
+        with its traceback, but answered within the protocol the connection
+        speaks (after the ``101``, HTTP bytes would corrupt the stream).
+
+        :raises Exception: *exc*, when no WebSocket was accepted yet.
+        """
+        if getattr(self, "ws", None) is None:
+            raise exc
+        logger.error("WebSocket handler failed", exc_info=exc)
+        if self.session is not None:
+            close_session(self.session, CLOSE_INTERNAL_ERROR, "internal error")
+        return []
+
+    def wait(self) -> str | bytes | None:
+        """The next message from the client, or ``None`` once the
+        WebSocket or its session has ended.
+
+        A message python-engineio would choke on, or that no client sends
+        at this point, is refused: the session is closed at once (see
+        :func:`close_session`) and ``None`` returned, which python-engineio
+        takes for the end of the connection. Messages that follow the end
+        of the session are not read.
+        """
+        session = self.session
+        if session is None or session.closed or session.closing:
+            return None
+        data: str | bytes | None = super().wait()
+        if data is None:
+            if self.ws.incoming_message_len > self.max_message_size:
+                # simple-websocket sent the close frame (1009).
+                self._log_refusal(f"message over {self.max_message_size} bytes")
+            return None
+        if session.closed or session.closing:
+            return None
+        self.received += 1
+        try:
+            if session.upgrading and self.received == 1:
+                decode_engineio_packet(data, frozenset({eio_packet.PING}))
+                if data != "2probe":
+                    raise EngineIOPacketError("an upgrade starts with 2probe")
+            elif session.upgrading:
+                decode_engineio_packet(data, frozenset({eio_packet.UPGRADE}))
+            else:
+                decode_engineio_packet(data, CLIENT_PACKET_TYPES)
+        except EngineIOPacketError as exc:
+            self._log_refusal(str(exc))
+            close_session(session, exc.close_code, str(exc))
+            return None
+        return data
+
+    def _log_refusal(self, reason: str) -> None:
+        logger.warning(
+            "Closing session %s from %s: %s",
+            getattr(self.session, "sid", "?"),
+            logs.CLIENT.get(),
+            reason,
+        )
 
     @property
     def socket(self) -> socket.socket:
@@ -220,10 +387,20 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
 
     def close(self) -> None:
         """Send a close frame if still connected, then shut the connection
-        down, whatever the peer does."""
+        down, whatever the peer does.
+
+        The close frame has the code and reason :func:`close_session` gave
+        the session, or else 1000 and no reason.
+        """
+        code, reason = getattr(self.session, CLOSE_FRAME, (1000, None))
         try:
-            super().close()
-        except OSError as exc:  # the peer is gone or stopped reading
+            if self.ws.connected:
+                self.ws.close(reason=code, message=reason)
+        except (
+            OSError,
+            simple_websocket.ConnectionClosed,
+            ProtocolError,
+        ) as exc:  # the peer is gone or stopped reading
             logger.debug("Cannot send the WebSocket close frame: %s", exc)
         finally:
             # The duplicate and the accepted socket are one TCP connection:

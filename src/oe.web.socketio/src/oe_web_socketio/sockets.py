@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import logging
 import re
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from types import MappingProxyType
 from typing import Any
@@ -34,10 +36,16 @@ from typing import Any
 import engineio
 import socketio
 
-from oe_web_socketio import auth
+from oe_web_socketio import auth, logs
 from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings, UnknownNamespace
 from oe_web_socketio.exceptions import OeWebSocketIOError
 from oe_web_socketio.namespace import Namespace
+from oe_web_socketio.protocol import (
+    CLOSE_POLICY_VIOLATION,
+    EngineIOPacketError,
+    decode_engineio_payload,
+)
+from oe_web_socketio.server import close_session, is_websocket_request
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +119,103 @@ class EngineIOServer(engineio.Server):
                 session.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
                 self.sockets.pop(key, None)
 
+    #: The attribute of a session set while one of its polls is held.
+    POLLING = "oe_web_socketio_polling"
+
+    def handle_request(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """python-engineio's entry point, which refuses with a ``4xx`` and
+        one log line what python-engineio 4.15.1 answers ``500`` or ``200``
+        with a traceback, on a polling session:
+
+        * a request for a session that has ended (python-engineio: ``500``,
+          ``KeyError: 'Session is disconnected'``): ``400``;
+        * a ``POST`` whose body is not a payload python-engineio can decode
+          (not UTF-8, an empty packet, a type that is not a digit, JSON
+          nested too deep, too many packets, a JSONP body without ``d``;
+          python-engineio: ``200`` and a traceback) or holds a packet no
+          client sends (see :func:`~.protocol.decode_engineio_payload`):
+          ``400``, and the session is closed;
+        * a ``POST`` over ``max_http_buffer_size``: ``413`` (python-engineio:
+          ``400``), the session is closed;
+        * a second ``GET`` while one is held (python-engineio holds both,
+          each then gets part of the packets): ``400``, and the session is
+          closed, as the reference server does ("overlap from client").
+        """
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        sid = query.get("sid", [""])[0]
+        session = self.sockets.get(sid) if sid else None
+        method = environ.get("REQUEST_METHOD")
+        if session is None or method not in ("GET", "POST"):
+            return super().handle_request(environ, start_response)
+        if session.closed:
+            self.sockets.pop(sid, None)
+            return self._refuse(environ, start_response, 400, "Session is disconnected")
+        if is_websocket_request(environ) or not session.connected or session.upgraded:
+            return super().handle_request(environ, start_response)
+        if method == "POST":
+            refusal = self._read_payload(environ, session)
+            if refusal is not None:
+                return self._refuse(environ, start_response, *refusal)
+            return super().handle_request(environ, start_response)
+        if getattr(session, self.POLLING, False):
+            self._close(session, "a poll while another one is held")
+            return self._refuse(environ, start_response, 400, "Overlapping poll")
+        setattr(session, self.POLLING, True)
+        try:
+            return super().handle_request(environ, start_response)
+        finally:
+            setattr(session, self.POLLING, False)
+
+    def _read_payload(
+        self, environ: dict[str, Any], session: Any
+    ) -> tuple[int, str] | None:
+        """Read and check the body of a ``POST``; ``None`` if python-engineio
+        may handle it (it reads the body again, from memory), else the
+        status and message of the refusal (the session is closed)."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "0")
+            if length < 0:
+                raise ValueError(length)
+        except ValueError:
+            self._close(session, "invalid Content-Length")
+            return 400, "Invalid Content-Length"
+        if length > self.max_http_buffer_size:
+            message = f"Payload over {self.max_http_buffer_size} bytes"
+            self._close(session, message)
+            return 413, message
+        body = environ["wsgi.input"].read(length)
+        try:
+            decode_engineio_payload(body)
+        except EngineIOPacketError as exc:
+            self._close(session, str(exc))
+            return 400, str(exc)
+        environ["wsgi.input"] = io.BytesIO(body)
+        return None
+
+    def _close(self, session: Any, reason: str) -> None:
+        logger.warning(
+            "Closing session %s from %s: %s", session.sid, logs.CLIENT.get(), reason
+        )
+        close_session(session, CLOSE_POLICY_VIOLATION, reason)
+
+    def _refuse(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        status: int,
+        message: str,
+    ) -> list[bytes]:
+        """Answer *status* with *message* (a JSON string, as
+        python-engineio's refusals)."""
+        answer = self._bad_request(message)
+        if status == 413:
+            answer["status"] = "413 PAYLOAD TOO LARGE"
+        headers = answer["headers"] + self._cors_headers(environ)
+        start_response(answer["status"], headers)
+        return [answer["response"]]
+
 
 class Server(socketio.Server):
     """python-socketio's server, which ends the session of a client that
@@ -141,12 +246,25 @@ class Server(socketio.Server):
         return EngineIOServer
 
     def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        if eio_sid not in self.environ:
+            # The session has ended: python-engineio handles each message
+            # in a greenlet of its own, which may run after the end (the
+            # client sent more after a close packet, or after garbage).
+            # python-socketio would raise KeyError or TypeError.
+            logger.debug("Message after the end of session %s dropped", eio_sid)
+            return
         try:
             super()._handle_eio_message(eio_sid, data)
         except ValueError as exc:
-            self._close_session(eio_sid, f"malformed packet: {exc}")
+            self._close_session(
+                eio_sid,
+                f"malformed packet: {exc}",
+                getattr(exc, "close_code", CLOSE_POLICY_VIOLATION),
+            )
 
-    def _close_session(self, eio_sid: str, reason: str) -> None:
+    def _close_session(
+        self, eio_sid: str, reason: str, code: int = CLOSE_POLICY_VIOLATION
+    ) -> None:
         environ = self.environ.get(eio_sid, {})
         logger.warning(
             "Closing session %s from %s: %s",
@@ -157,7 +275,7 @@ class Server(socketio.Server):
         session = self.eio.sockets.get(eio_sid)
         if session is not None:
             # Not eio.disconnect(), which would log a second line.
-            session.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+            close_session(session, code, reason)
 
 
 class SocketIO:
