@@ -201,6 +201,27 @@ def test_upgraded_client_disconnect_leaves_no_file_descriptor(
     wait_until(Released(server.url, server.pid, baseline), timeout=RELEASE_TIMEOUT)
 
 
+def test_garbage_releases_the_connection_at_once(liveness_server, wait_until):
+    """A frame python-engineio cannot decode ends the session, its
+    greenlets and both file descriptors at once, not at the ping timeout
+    (here a minute away): the client reads a close frame, then the end."""
+    server = liveness_server(ping_interval=60, ping_timeout=60)
+    baseline = fd_count(server.pid)
+    sock = open_silent_client(server.url)
+    try:
+        assert health(server.url)["clients"] == 1
+        sock.sendall(text_frame(";x"))
+        assert read_frame(sock) == "1"  # Engine.IO close
+        header = recv_exactly(sock, 2)
+        assert header[0] == 0x88  # the close frame
+        code = int.from_bytes(recv_exactly(sock, header[1] & 0x7F)[:2], "big")
+        assert code == 1002
+        assert sock.recv(65536) == b""
+    finally:
+        sock.close()
+    wait_until(Released(server.url, server.pid, baseline), timeout=5)
+
+
 def test_shutdown_does_not_wait_for_a_silent_client(liveness_server, silent_clients):
     # Pings far apart: the session ends by the shutdown, not a ping timeout.
     server = liveness_server(ping_interval=60, ping_timeout=60)

@@ -343,6 +343,13 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
         :func:`close_session`) and ``None`` returned, which python-engineio
         takes for the end of the connection. Messages that follow the end
         of the session are not read.
+
+        Worth reporting to python-engineio: its WebSocket loop decodes a
+        frame outside of its ``try`` (a ``ValueError`` or ``RecursionError``
+        there ends the request with gevent's ``500`` written into the
+        WebSocket, and leaves the session to its ping timeout), dispatches
+        frames read after a close packet, and lets a message grow to any
+        size before it checks ``max_http_buffer_size``.
         """
         session = self.session
         if session is None or session.closed or session.closing:

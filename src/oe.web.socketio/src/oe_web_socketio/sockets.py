@@ -142,6 +142,9 @@ class EngineIOServer(engineio.Server):
         * a second ``GET`` while one is held (python-engineio holds both,
           each then gets part of the packets): ``400``, and the session is
           closed, as the reference server does ("overlap from client").
+
+        Each is worth reporting to python-engineio (its ``Socket.receive``
+        and ``Payload.decode`` have no error handling of their own).
         """
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
         sid = query.get("sid", [""])[0]
