@@ -134,6 +134,17 @@ def test_models_are_read_as_the_user(server, user):
     }
 
 
+def test_query_parameters_take_the_handlers_types(server, user):
+    """``whoami(request, times: int = 1)``: the query's text is an int, or
+    the request is refused before the handler runs."""
+    assert server.json("/t/whoami?times=2", session=user)["times"] == 2
+    status, _, body = server.request("/t/whoami?times=abc", session=user)
+    assert (status, json.loads(body)) == (
+        400,
+        {"error": "parameter 'times' must be an integer"},
+    )
+
+
 def test_http_mode_anonymous_and_authenticated(server, user):
     status, headers, body = server.request("/t/text/bob")
     assert (status, headers["Content-Type"], body) == (

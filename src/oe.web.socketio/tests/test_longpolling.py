@@ -459,6 +459,18 @@ def registry() -> lp.LongPolling:
     def strict(request, number):
         return number
 
+    @registry.route("/typed/<int:number>", mustbeauthenticated=False)
+    def typed(
+        request,
+        number: int,
+        count: int = 1,
+        ratio: float | None = None,
+        flag: bool = False,
+        name: str = "",
+        anything: Any = None,
+    ):
+        return [number, count, ratio, flag, name, anything]
+
     @registry.route("/model", mustbeauthenticated=False)
     def model(request):
         return request.model("res.user")
@@ -674,6 +686,69 @@ def test_bad_parameters_are_400_with_one_log_line(
         answer_status, _, body = call(router, "POST", "/longpolling/echo/x", **kwargs)
     assert answer_status == status
     assert words in json.loads(body)["error"]
+    assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "expected"),
+    [
+        ("", None, [4, 1, None, False, "", None]),
+        (
+            "count=-3&ratio=0.5&flag=true&name=7&anything=x",
+            None,
+            [4, -3, 0.5, True, "7", "x"],
+        ),
+        ("flag=0&ratio=1e3", None, [4, 1, 1000.0, False, "", None]),
+        (
+            "",
+            {"count": 3, "ratio": 2, "flag": True, "name": "n", "anything": [1]},
+            [4, 3, 2.0, True, "n", [1]],
+        ),
+        ("", {"ratio": None, "count": "5"}, [4, 5, None, False, "", None]),
+    ],
+)
+def test_annotated_parameters_are_converted(registry, query, body, expected):
+    kwargs = {} if body is None else {"body": json.dumps(body).encode()}
+    status, _, answer = call(
+        serve(registry),
+        "POST",
+        "/longpolling/typed/4",
+        query=query,
+        content_type="application/json",
+        **kwargs,
+    )
+    assert (status, json.loads(answer)) == (200, expected)
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "error"),
+    [
+        ("count=abc", None, "parameter 'count' must be an integer"),
+        ("count=1.5", None, "parameter 'count' must be an integer"),
+        ("count=" + "9" * 40, None, "parameter 'count' must be an integer"),
+        ("ratio=nan", None, "parameter 'ratio' must be a number"),
+        ("ratio=inf", None, "parameter 'ratio' must be a number"),
+        ("flag=maybe", None, "parameter 'flag' must be a boolean"),
+        ("", {"count": True}, "parameter 'count' must be an integer"),
+        ("", {"count": None}, "parameter 'count' must be an integer"),
+        ("", {"name": 5}, "parameter 'name' must be a string"),
+        ("", {"flag": 1}, "parameter 'flag' must be a boolean"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_400(registry, caplog, query, body, error):
+    kwargs = {} if body is None else {"body": json.dumps(body).encode()}
+    router = serve(registry)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="oe_web_socketio"):
+        status, _, answer = call(
+            router,
+            "POST",
+            "/longpolling/typed/4",
+            query=query,
+            content_type="application/json",
+            **kwargs,
+        )
+    assert (status, json.loads(answer)) == (400, {"error": error})
     assert len(caplog.records) == 1
 
 

@@ -32,9 +32,14 @@ as ``GET`` without the body, as every route of the router):
 * Parameters: the path's placeholders, the query string, and a ``POST``
   body that is a JSON object (``Content-Type: application/json``) or a
   form (``application/x-www-form-urlencoded``), all passed to the handler
-  as keyword arguments. A name given twice, malformed JSON, a body of
-  another type, or arguments the handler's signature refuses: ``400``
-  (``415`` for the type, ``413`` above ``max_http_buffer_size``).
+  as keyword arguments. A parameter the handler annotates ``int``,
+  ``float``, ``bool`` or ``str`` (or one of them ``| None``) is converted
+  from the text of the query string or form (``bool``: ``1``/``0``,
+  ``true``/``false``, ``yes``/``no``, ``on``/``off``) and must be of that
+  type in JSON (see :func:`convert`); others arrive as sent. A name given
+  twice, malformed JSON, a body of another type, a value that is not of
+  the annotated type, or arguments the handler's signature refuses:
+  ``400`` (``415`` for the type, ``413`` above ``max_http_buffer_size``).
 * Authentication: Tryton's ``Authorization: Session base64(login:uid:key)``
   header, or Tryton 8's ``tryton_session`` cookie, checked by the server's
   :class:`~oe_web_socketio.auth.Authenticator`; the header
@@ -93,6 +98,7 @@ import logging
 import math
 import time
 import types
+import typing
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -615,6 +621,7 @@ class Endpoint:
             self._signature: inspect.Signature | None = inspect.signature(spec.function)
         except (TypeError, ValueError):
             self._signature = None
+        self._types = parameter_types(spec.function)
 
     @property
     def rule(self) -> str:
@@ -636,6 +643,9 @@ class Endpoint:
                 [("Cache-Control", "no-store")],
             )
         params = self._parameters(http)
+        for name, kind in self._types.items():
+            if name in params and name not in http.path_args:
+                params[name] = convert(name, params[name], kind)
         if self._signature is not None:
             try:
                 self._signature.bind(None, **params)
@@ -838,6 +848,78 @@ class Endpoint:
             HTTPStatus.SERVICE_UNAVAILABLE,
             [("Retry-After", str(self.retry_after)), ("Cache-Control", "no-store")],
         )
+
+
+#: The annotations of a handler's parameters that their values are
+#: converted to (from the text of a query string or form) or checked
+#: against (a JSON value).
+SCALARS = (bool, int, float, str)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterType:
+    """What a handler's parameter takes: a scalar type, maybe ``None``."""
+
+    type: type
+    optional: bool = False
+
+
+def parameter_types(function: Callable[..., Any]) -> dict[str, ParameterType]:
+    """The parameters of *function* annotated with a scalar type
+    (:data:`SCALARS`), or one ``| None``, by name; other annotations
+    (none, ``Any``, lists, classes) are left alone."""
+    try:
+        hints = typing.get_type_hints(function)
+    except (NameError, TypeError, AttributeError, SyntaxError):
+        return {}  # annotations that do not resolve: the handler's business
+    types = {}
+    for name, hint in hints.items():
+        args = typing.get_args(hint)
+        rest = [arg for arg in args if arg is not type(None)]
+        optional = len(rest) < len(args)
+        scalar = rest[0] if optional and len(rest) == 1 else hint
+        if scalar in SCALARS and name != "return":
+            types[name] = ParameterType(scalar, optional)
+    return types
+
+
+#: The words a query string says true or false with.
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+BOOLEANS.update({"0": False, "false": False, "no": False, "off": False, "": False})
+
+
+def convert(name: str, value: Any, kind: ParameterType) -> Any:
+    """*value* of the parameter *name* as its handler's annotation *kind*
+    says: text (query string, form) is converted, a JSON value must be of
+    the type already (an integer is a float too).
+
+    :raises HTTPError: ``400`` naming the parameter and the type.
+    """
+    wanted = kind.type
+    if value is None and kind.optional:
+        return None
+    if isinstance(value, str) and wanted is not str:
+        text = value.strip()
+        try:
+            if wanted is bool:
+                return BOOLEANS[text.lower()]
+            if wanted is int and text.lstrip("+-").isdigit() and len(text) <= 30:
+                return int(text)
+            if wanted is float and len(text) <= 50:
+                number = float(text)
+                if math.isfinite(number):
+                    return number
+        except (KeyError, ValueError):
+            pass
+    elif isinstance(value, wanted) and not (wanted is int and isinstance(value, bool)):
+        return value
+    elif wanted is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    words = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    raise HTTPError(
+        HTTPStatus.BAD_REQUEST,
+        f"parameter {_shorten(name)!r} must be {words[wanted]}",
+    )
 
 
 def _form(text: str) -> list[tuple[str, str]]:
