@@ -75,6 +75,16 @@ def logged(caplog) -> list[logging.LogRecord]:
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n"
 
 
+def post(headers: bytes, body: bytes) -> bytes:
+    """``POST /echo`` with *headers* (lines ending with CRLF) and *body*."""
+    return (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + headers
+        + b"\r\n"
+        + body
+    )
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -92,6 +102,10 @@ HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n"
         (
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
             "Invalid Content-Length",
+        ),
+        (
+            post(b"Content-Length: 2\r\nContent-Length: 3\r\n", b"{}x"),
+            "conflicting Content-Length",
         ),
         (
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n{}",
@@ -115,16 +129,6 @@ def test_what_gevent_cannot_parse_is_400_json_one_line_no_traceback(
     assert record.exc_info is None
     assert record.getMessage().startswith("Refused malformed HTTP from 127.0.0.1: ")
     assert capfd.readouterr().err == ""
-
-
-def post(headers: bytes, body: bytes) -> bytes:
-    """``POST /echo`` with *headers* (lines ending with CRLF) and *body*."""
-    return (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        + headers
-        + b"\r\n"
-        + body
-    )
 
 
 @pytest.mark.parametrize(

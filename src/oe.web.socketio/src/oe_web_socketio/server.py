@@ -207,6 +207,19 @@ class Handler(WSGIHandler):
         else:
             super().log_request()
 
+    def read_request(self, raw_requestline: str) -> bool:
+        """gevent's, refusing a request with ``Content-Length`` given twice
+        with different values (RFC 9112, 6.3: where the body ends is
+        ambiguous, the way requests are smuggled past a proxy); gevent
+        reads the first."""
+        result: bool = super().read_request(raw_requestline)
+        lengths = {
+            value.strip() for value in self.headers.get_all("content-length", [])
+        }
+        if len(lengths) > 1:
+            raise ValueError("conflicting Content-Length headers")
+        return result
+
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
         """Refuse a request gevent cannot parse (request line, headers,
         ``Content-Length``, chunks): one warning with the client's
