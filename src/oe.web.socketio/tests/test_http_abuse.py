@@ -236,3 +236,21 @@ def test_socketio_bad_queries_are_400_with_a_reason(
     assert len(logged(caplog)) <= 1
     assert all(r.exc_info is None for r in caplog.records)
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/oe_web_socketio/../setup.py",
+        "/oe_web_socketio/%2e%2e/setup.py",
+        "/oe_web_socketio/..%2fstatic.py",
+        "/oe_web_socketio/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/oe_web_socketio/oe_web_socketio.js%00.txt",
+        "/oe_web_socketio/%ff",
+        "/oe_web_socketio/%2fetc%2fpasswd",
+    ],
+)
+def test_static_traversal_encoded_is_404(app_server, path):
+    """As the server decodes them: nothing outside the static folder."""
+    status, _, body = exchange(app_server, get(path))
+    assert (status, json.loads(body)) == (404, {"error": "not found"})

@@ -83,6 +83,13 @@ def test_a_matching_etag_is_304_and_a_rebuild_changes_it(folder):
         "/oe_web_socketio/..%2Foutside.js",
         "/oe_web_socketio/nope.js",
         "/oe_web_socketio/",
+        "/oe_web_socketio/..",
+        "/oe_web_socketio/..\\outside.js",
+        f"/oe_web_socketio/{BUNDLE}\x00.txt",
+        f"/oe_web_socketio/{BUNDLE}/",
+        "/oe_web_socketio/\xff\xfe",  # WSGI text of bytes that are not UTF-8
+        "/oe_web_socketio/" + "a" * 300 + ".js",
+        "/oe_web_socketio//etc/passwd",
     ],
 )
 def test_anything_else_is_404(folder, path):
