@@ -500,6 +500,12 @@ def test_unserved_database_is_404_and_get_405(server):
             "too many channels: 10000 (at most 256)",
         ),
         (
+            json.dumps({"channels": ["client:x", "c" * 201]}).encode(),
+            {},
+            400,
+            "channel too long: 201 characters (at most 200)",
+        ),
+        (
             json.dumps({"channels": ["c" * 1_048_576]}).encode(),
             {},
             413,

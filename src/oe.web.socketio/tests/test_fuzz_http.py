@@ -170,6 +170,7 @@ def test_any_poll_body_is_a_poll_or_a_4xx(bus, body, content_type):
     assert isinstance(channels, list)
     assert all(isinstance(channel, str) for channel in channels)
     assert len(channels) <= bus.max_channels
+    assert all(len(channel) <= bus.max_channel_length for channel in channels)
 
 
 @FUZZ

@@ -22,7 +22,8 @@ Invariants:
   allowed (:attr:`~.config.Config.cors_allowed_origins`); ``400`` for a
   body that is not JSON, ``413`` for one too large. Where trytond would
   fail with ``500`` (a body that is not a JSON object, channels that are
-  not a list of strings, too many channels) the answer is ``400``. Error
+  not a list of strings, too many or too long channels) the answer is
+  ``400``. Error
   bodies are ours (``{"error": ...}``): clients read the status only;
 * the channels of one user (:data:`USER_CHANNELS`: ``user:<uid>``,
   Tryton's own, and ``notification:<uid>``, which carries the user's
@@ -284,6 +285,10 @@ class TrytonBus:
     max_body_size = 1_048_576
     #: Most channels a poll may name (``400`` beyond).
     max_channels = 256
+    #: Longest channel name, in characters (``400`` beyond): as a
+    #: namespace's; trytond's are far shorter (``client:<uuid>``). With
+    #: :attr:`max_channels`, what one held poll keeps is small.
+    max_channel_length = 200
     #: Most messages cached per database; beyond, the oldest are dropped.
     max_cached_messages = 100_000
 
@@ -497,6 +502,13 @@ class TrytonBus:
             raise HTTPError(
                 HTTPStatus.BAD_REQUEST,
                 f"too many channels: {len(channels)} (at most {self.max_channels})",
+            )
+        longest = max(map(len, channels), default=0)
+        if longest > self.max_channel_length:
+            raise HTTPError(
+                HTTPStatus.BAD_REQUEST,
+                f"channel too long: {longest} characters "
+                f"(at most {self.max_channel_length})",
             )
         return channels, data.get("last_message")
 
