@@ -39,6 +39,7 @@ from oe_web_socketio.config import Config
 from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
 from oe_web_socketio.hosts import Host
+from oe_web_socketio.limits import set_limits
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
 from oe_web_socketio.routing import Router, method_not_allowed, send
@@ -153,6 +154,8 @@ class Application:
         self.sio = Server(**socketio_options(config))
         # So that a WebSocket ends with its Engine.IO session.
         use_websocket_transport(self.sio.eio)
+        # Caps: bytes queued per client, sessions, unused handshakes.
+        set_limits(self.sio.eio, config)
         self.socketio = SocketIO(
             self.sio,
             DispatchSettings(

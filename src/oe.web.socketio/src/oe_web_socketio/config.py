@@ -128,6 +128,17 @@ class Config:
         (refused packets, requests, events) per minute; the others are
         counted, and their number logged once the minute is over. ``0``:
         no limit. See :mod:`oe_web_socketio.logs`.
+    :ivar max_queued_bytes: most bytes of messages waiting to be sent to
+        one client (a socket that stopped reading, a polling client that
+        stopped polling); one more message and the client is disconnected,
+        with one log line. ``0``: no cap. See :mod:`oe_web_socketio.limits`.
+    :ivar max_connections: most Engine.IO sessions (clients) the process
+        serves at once; a handshake beyond it is answered ``503`` with
+        ``Retry-After``. Each WebSocket holds two file descriptors: keep it
+        under half the process's open files limit. ``0``: no cap.
+    :ivar connect_timeout: seconds a client may hold an Engine.IO session
+        without asking for a Socket.IO namespace, after which the session
+        is closed. ``0``: until its ping timeout.
     """
 
     databases: tuple[str, ...] = ("oe",)
@@ -155,6 +166,9 @@ class Config:
     longpolling_modules: tuple[str, ...] = ()
     session_check_interval: float = 60.0
     log_rate_limit: int = 20
+    max_queued_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 5000
+    connect_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -467,4 +481,7 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "longpolling_modules": _check_modules,
     "session_check_interval": _seconds_or_zero,
     "log_rate_limit": _at_least(0),
+    "max_queued_bytes": _at_least(0),
+    "max_connections": _at_least(0),
+    "connect_timeout": _seconds_or_zero,
 }

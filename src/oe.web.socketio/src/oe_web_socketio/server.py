@@ -51,6 +51,7 @@ import contextlib
 import json
 import logging
 import socket
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -61,6 +62,7 @@ import simple_websocket
 from engineio import packet as eio_packet
 from engineio.async_drivers import gevent as engineio_gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from wsproto import events as wsproto_events
 from wsproto.utilities import ProtocolError
 
 from oe_web_socketio import logs
@@ -123,6 +125,22 @@ CLOSE_FRAME = "oe_web_socketio_close_frame"
 
 #: Most bytes of a close frame's reason (RFC 6455: 125 with the code).
 CLOSE_REASON_SIZE = 123
+
+#: The attribute of a python-engineio session that holds (a weak reference
+#: to) its WebSocket transport, for :func:`abort_transport`.
+TRANSPORT = "oe_web_socketio_transport"
+
+
+def abort_transport(session: Any) -> None:
+    """Cut the WebSocket connection of python-engineio's *session* at once,
+    if it has one: no close frame, which would wait behind what a client
+    that stopped reading has not read; a send in progress fails, and
+    python-engineio's writer and reader end."""
+    reference = getattr(session, TRANSPORT, None)
+    transport = reference() if reference is not None else None
+    if transport is not None and getattr(transport, "ws", None) is not None:
+        with contextlib.suppress(OSError):
+            transport.ws.sock.shutdown(socket.SHUT_RDWR)
 
 
 def close_reason(text: str) -> str:
@@ -292,6 +310,8 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
         #: The python-engineio session this WebSocket serves (the handler
         #: is its bound method).
         self.session: Any = getattr(handler, "__self__", None)
+        if self.session is not None:
+            setattr(self.session, TRANSPORT, weakref.ref(self))
         #: Messages read so far: the first two of an upgrade are its own.
         self.received = 0
 
@@ -404,6 +424,30 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
         """The socket the WebSocket runs on (a duplicate of the accepted one)."""
         sock: socket.socket = self.ws.sock
         return sock
+
+    def send(self, message: str | bytes) -> None:
+        """Send *message* as one WebSocket message, all of it.
+
+        simple-websocket 1.1.0 writes a frame with one ``socket.send()``,
+        which on gevent's non-blocking socket writes what fits in the
+        kernel's buffer and returns: to a client reading slower than the
+        server writes, the rest of the frame was lost and the next frame
+        began inside it. Here the frame goes out with ``sendall()``,
+        bounded by the socket's timeout (see :attr:`socket`).
+
+        :raises OSError: the WebSocket is closed, or the send failed or
+            timed out (python-engineio's writer then ends).
+        """
+        ws = self.ws
+        if not ws.connected:
+            # Bare, as python-engineio's own send raises it: the client
+            # closed the WebSocket (see __call__).
+            raise OSError()
+        if isinstance(message, bytes):
+            event: wsproto_events.Event = wsproto_events.BytesMessage(data=message)
+        else:
+            event = wsproto_events.TextMessage(data=message)
+        ws.sock.sendall(ws.ws.send(event))
 
     def close(self) -> None:
         """Send a close frame if still connected, then shut the connection

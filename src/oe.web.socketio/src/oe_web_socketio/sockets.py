@@ -39,6 +39,7 @@ import socketio
 from oe_web_socketio import auth, logs
 from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings, UnknownNamespace
 from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.limits import Limits
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import (
     CLOSE_POLICY_VIOLATION,
@@ -97,8 +98,9 @@ class DuplicateNamespaceError(NamespaceError):
         )
 
 
-class EngineIOServer(engineio.Server):
-    """python-engineio's server, whose :meth:`disconnect` does not wait."""
+class EngineIOServer(Limits, engineio.Server):
+    """python-engineio's server, whose :meth:`disconnect` does not wait,
+    with the caps of :class:`~oe_web_socketio.limits.Limits`."""
 
     def disconnect(self, sid: str | None = None) -> None:
         """Close the session *sid*, or every session, without waiting.
@@ -244,6 +246,7 @@ class Server(socketio.Server):
     def __init__(self, *, trusted_proxies: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.trusted_proxies = trusted_proxies
+        self.eio.describe_client = self._describe_client
 
     def _engineio_server_class(self) -> type[engineio.Server]:
         return EngineIOServer
@@ -264,6 +267,11 @@ class Server(socketio.Server):
                 f"malformed packet: {exc}",
                 getattr(exc, "close_code", CLOSE_POLICY_VIOLATION),
             )
+
+    def _describe_client(self, eio_sid: str) -> str:
+        """``<sid> from <address>``, for log lines about a session."""
+        environ = self.environ.get(eio_sid, {})
+        return f"{eio_sid} from {auth.client_address(environ, self.trusted_proxies)}"
 
     def _close_session(
         self, eio_sid: str, reason: str, code: int = CLOSE_POLICY_VIOLATION

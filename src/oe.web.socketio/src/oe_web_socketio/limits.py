@@ -1,0 +1,320 @@
+"""Caps that keep one client, or a crowd of them, from exhausting the server.
+
+:class:`Limits` is mixed into python-engineio's server
+(:class:`~oe_web_socketio.sockets.EngineIOServer`); it overrides public
+methods only (``create_queue``, ``send_packet``, ``handle_request``,
+``shutdown``) and holds three caps:
+
+* **What is queued for one session** (:attr:`Limits.max_queued_bytes`).
+  python-engineio queues every packet for a session in an unbounded queue
+  that the session's writer (WebSocket) or its next poll (long-polling)
+  empties. A client that stops reading its socket while messages fan out
+  makes it grow until the ping timeout ends the session, 45 s later by
+  default: 1 MiB a second for one such client at 100 messages of 10 KB a
+  second. Here each session's queue (:class:`PacketQueue`) counts the bytes
+  of the messages it holds; a message that would take it past the cap is
+  not queued, and the session is closed at once with one log line. The
+  messages already queued are dropped, so their memory goes back at once.
+  The other sessions are not touched: the refusal happens in the emitting
+  greenlet, before the packet is queued, and costs a comparison.
+* **Sessions per process** (:attr:`Limits.max_connections`): a handshake
+  beyond it is answered ``503 Service Unavailable`` with ``Retry-After``
+  and no session is created; the refusals are logged at most once every
+  :data:`LOG_INTERVAL` seconds, with their count.
+* **Sessions that never join a namespace** (:attr:`Limits.connect_timeout`):
+  an Engine.IO handshake costs a session, a queue and a ping greenlet until
+  its ping timeout; one that has not asked for a Socket.IO namespace within
+  this many seconds is closed, as the reference server's ``connectTimeout``
+  does, so that handshakes nobody uses cannot hold the sessions of
+  :attr:`max_connections` for long.
+
+Invariants: a :class:`PacketQueue`'s :attr:`~PacketQueue.queued_bytes` is
+the sum of the sizes (:func:`packet_size`) of the messages in it; it never
+exceeds the cap, except by one message put into an empty queue (a single
+message larger than the cap is delivered, not refused). Packets taken by a
+writer or a poll no longer count, so one session holds at most about twice
+the cap: what its writer is sending, and what waits behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent
+import gevent.queue
+from engineio import packet as eio_packet
+
+from oe_web_socketio.config import Config
+from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.server import abort_transport
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two log lines about refused handshakes.
+LOG_INTERVAL = 10.0
+
+
+class QueueFull(OeWebSocketIOError):
+    """A packet would take a session's queue past its cap.
+
+    :param queued: bytes queued already.
+    :param size: bytes of the packet refused.
+    :param limit: the cap.
+    """
+
+    def __init__(self, queued: int, size: int, limit: int) -> None:
+        self.queued = queued
+        self.size = size
+        self.limit = limit
+        super().__init__(queued, size, limit)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.queued} bytes queued, a message of {self.size} would pass "
+            f"max_queued_bytes ({self.limit})"
+        )
+
+
+def packet_size(item: Any) -> int:
+    """The bytes a queued item counts for: the length of a ``MESSAGE``
+    packet's data (python-socketio hands Engine.IO ASCII JSON text, so
+    characters are bytes, or bytes for binary attachments); ``0`` for
+    control packets (open, ping, close, noop: a few bytes each, never
+    refused, so that a session can always be closed) and for the ``None``
+    that tells a writer to stop."""
+    if (
+        not isinstance(item, eio_packet.Packet)
+        or item.packet_type != eio_packet.MESSAGE
+    ):
+        return 0
+    data = item.data
+    if isinstance(data, str | bytes):
+        return len(data)
+    return len(str(data))  # a dict or list, JSON-encoded by Engine.IO
+
+
+class PacketQueue(gevent.queue.JoinableQueue):  # type: ignore[misc]
+    """The packet queue of one Engine.IO session, bounded in bytes.
+
+    :param limit: most bytes of messages held (see the module's invariants).
+
+    :ivar queued_bytes: bytes of the messages held now.
+    :ivar created: :func:`time.monotonic` when the session began.
+    :ivar used: whether a message was ever queued, that is whether the
+        session has asked for a namespace (the server's first message is
+        the answer to that request).
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.queued_bytes = 0
+        self.created = time.monotonic()
+        self.used = False
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Queue *item*.
+
+        :raises QueueFull: it is a message that would take the queue past
+            its cap; it is not queued.
+        """
+        size = packet_size(item)
+        if size:
+            if self.queued_bytes and self.queued_bytes + size > self.limit:
+                raise QueueFull(self.queued_bytes, size, self.limit)
+            self.used = True
+        super().put(item, block, timeout)
+        self.queued_bytes += size
+
+    def _get(self) -> Any:
+        # Every get (blocking or not) comes through here (gevent 26).
+        item = super()._get()
+        self.queued_bytes -= packet_size(item)
+        return item
+
+    def discard(self) -> int:
+        """Drop every item queued; return the bytes freed."""
+        freed = self.queued_bytes
+        while True:
+            try:
+                self.get_nowait()
+            except gevent.queue.Empty:
+                break
+            self.task_done()
+        return freed
+
+
+class ThrottledLog:
+    """Log a kind of event at most once every *interval* seconds, saying
+    how many happened since the last line.
+
+    :param interval: seconds between two lines.
+    """
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._last = -float("inf")
+        self._count = 0
+
+    def __call__(self, message: str, *args: Any) -> None:
+        """Count one event; log *message* % *args* if the last line is
+        older than the interval (with the number of events it covers)."""
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        if self._count > 1:
+            logger.warning(
+                message + " (%d times in %.0f s)", *args, self._count, now - self._last
+            )
+        else:
+            logger.warning(message, *args)
+        self._last = now
+        self._count = 0
+
+
+class Limits:
+    """Caps of a python-engineio server (gevent mode); a mixin, placed
+    before ``engineio.Server`` in the bases.
+
+    Set the caps after the server is built (``None``: no cap). See the
+    module's documentation for what each one does.
+    """
+
+    #: Most bytes of messages queued for one session, or ``None``.
+    max_queued_bytes: int | None = None
+    #: Most Engine.IO sessions at once, or ``None``.
+    max_connections: int | None = None
+    #: Seconds a refused handshake is told to wait (``Retry-After``).
+    retry_after: int = 5
+    #: Seconds a session may go without asking for a namespace, or ``None``.
+    connect_timeout: float | None = None
+
+    #: How a session's client is named in log lines: a function of its sid
+    #: (the Socket.IO server sets it; by default, the sid alone).
+    describe_client: Callable[[str], str] = staticmethod(lambda sid: sid)
+
+    _sweeper: gevent.Greenlet | None = None
+    _refusals: ThrottledLog | None = None
+
+    # python-engineio's attributes, for the type checker.
+    sockets: dict[str, Any]
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> Any:
+        """A session's queue: bounded when a cap or a connect timeout is
+        set (python-engineio calls this once per session)."""
+        if self.max_queued_bytes is None and self.connect_timeout is None:
+            return super().create_queue(*args, **kwargs)  # type: ignore[misc]
+        limit = self.max_queued_bytes
+        return PacketQueue(limit if limit is not None else 2**63)
+
+    def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
+        """Queue *pkt* for session *sid*; close the session instead when
+        that would take its queue past :attr:`max_queued_bytes`.
+
+        Every packet of python-socketio comes through here, one call per
+        recipient of a fan-out: a refusal must not raise, or the emitting
+        loop would skip the recipients after this one.
+        """
+        try:
+            super().send_packet(sid, pkt)  # type: ignore[misc]
+        except QueueFull as exc:
+            self.close_slow_reader(sid, exc)
+
+    def close_slow_reader(self, sid: str, exc: QueueFull) -> None:
+        """Close session *sid*, whose client does not read what it is
+        sent fast enough; drop what is queued for it; log one line."""
+        socket = self.sockets.get(sid)
+        if socket is None or socket.closing or socket.closed:
+            return
+        logger.warning(
+            "Closing session %s: it does not read what it is sent (%s)",
+            self.describe_client(sid),
+            exc,
+        )
+        socket.queue.discard()
+        # No close packet nor close frame: they would wait behind what the
+        # client does not read. A WebSocket is cut, a poll (if one ever
+        # comes) answered 400.
+        abort_transport(socket)
+        socket.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)  # type: ignore[attr-defined]
+
+    def handle_request(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """python-engineio's entry point, refusing a handshake beyond
+        :attr:`max_connections` with ``503`` and ``Retry-After``."""
+        if (
+            self.max_connections is not None
+            and len(self.sockets) >= self.max_connections
+            and environ.get("REQUEST_METHOD") == "GET"
+            and "sid" not in urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        ):
+            return self._refuse_handshake(start_response)
+        if self.connect_timeout is not None and self._sweeper is None:
+            self._sweeper = gevent.spawn(self._close_unused, self.connect_timeout)
+        result: Iterable[bytes] = super().handle_request(environ, start_response)  # type: ignore[misc]
+        return result
+
+    def _refuse_handshake(self, start_response: Callable[..., Any]) -> list[bytes]:
+        if self._refusals is None:
+            self._refusals = ThrottledLog()
+        self._refusals(
+            "Refusing a new session: %d sessions open (max_connections)",
+            len(self.sockets),
+        )
+        body = b"Too many connections, try again later"
+        start_response(
+            "503 Service Unavailable",
+            [
+                ("Content-Type", "text/plain"),
+                ("Content-Length", str(len(body))),
+                ("Retry-After", str(self.retry_after)),
+            ],
+        )
+        return [body]
+
+    def _close_unused(self, timeout: float) -> None:
+        """Every half *timeout*, close the sessions older than *timeout*
+        that never asked for a namespace (one line per sweep that closed
+        some)."""
+        while True:
+            gevent.sleep(max(timeout / 2, 0.5))
+            limit = time.monotonic() - timeout
+            unused = [
+                socket
+                for socket in list(self.sockets.values())
+                if isinstance(socket.queue, PacketQueue)
+                and not socket.queue.used
+                and socket.queue.created < limit
+                and not (socket.closing or socket.closed)
+            ]
+            for socket in unused:
+                socket.close(
+                    wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT
+                )  # type: ignore[attr-defined]
+                self.sockets.pop(socket.sid, None)
+            if unused:
+                logger.info(
+                    "Closed %d session(s) that asked for no namespace within %g s",
+                    len(unused),
+                    timeout,
+                )
+
+    def shutdown(self) -> None:
+        """Stop the background tasks, the sweeper of unused sessions too."""
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
+            self._sweeper = None
+        super().shutdown()  # type: ignore[misc]
+
+
+def set_limits(eio: Limits, config: Config) -> None:
+    """Give *eio* the caps of *config* (``0`` there: no cap)."""
+    eio.max_queued_bytes = config.max_queued_bytes or None
+    eio.max_connections = config.max_connections or None
+    eio.connect_timeout = config.connect_timeout or None
