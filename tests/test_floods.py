@@ -1,0 +1,198 @@
+"""Floods refused by nginx: the per-address limits of templates/nginx.conf.in.
+
+A private nginx runs the shipped template, rendered here with small limits
+and a free port, in front of a stub upstream (a TCP server that answers
+``200`` at once, or holds a request whose line says ``hold``): what is
+tested is nginx's answer, not the server behind it. Every request comes
+from 127.0.0.1, like the rest of the suite's; the appliance's own values
+(appliance.cfg ``[nginx]``) are far above what the suite sends.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .appliance import ROOT
+from .tryton import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+#: The limits of the private nginx: small, so that a few requests pass them.
+LIMITS = {
+    "connections-per-address": "3",
+    "handshakes-per-second": "1",
+    "polls-per-second": "1",
+    "burst": "2",
+}
+
+
+class StubUpstream(threading.Thread):
+    """A TCP server answering every request ``200 ok`` at once, but holding
+    (never answering) those whose request line contains ``hold``."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(
+                    target=self.serve, args=(connection,), daemon=True
+                ).start()
+
+    def serve(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            if b"hold" in head.split(b"\r\n", 1)[0]:
+                self.held.append(connection)
+                return
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            )
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+def render_value(key: str) -> str:
+    """The value of ``section:option`` in appliance.cfg."""
+    defaults = configparser.ConfigParser(interpolation=None)
+    defaults.read(ROOT / "appliance.cfg")
+    section, _, option = key.partition(":")
+    return defaults[section][option]
+
+
+def render(template: Path, values: dict[str, str]) -> str:
+    """*template* with each ``${section:option}`` replaced from *values*
+    (keys ``section:option``), else from appliance.cfg."""
+    return re.sub(
+        r"\$\{([^}]+)\}",
+        lambda match: values.get(match.group(1)) or render_value(match.group(1)),
+        template.read_text(),
+    )
+
+
+class Nginx:
+    """The private nginx: its URL and its upstream."""
+
+    def __init__(self, url: str, upstream: StubUpstream) -> None:
+        self.url = url
+        self.upstream = upstream
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory) -> Iterator[Nginx]:
+    """The URL of a private nginx with the template's limits set to
+    :data:`LIMITS`, before a :class:`StubUpstream`."""
+    directory = tmp_path_factory.mktemp("nginx")
+    for path in ("var/run", "var/log", "var/nginx", "examples/demo/static"):
+        (directory / path).mkdir(parents=True)
+    upstream = StubUpstream()
+    upstream.start()
+    port = free_port()
+    values = {
+        "buildout:directory": str(directory),
+        "ports:http": str(port),
+        "ports:trytond": str(upstream.port),
+        "ports:socketio": str(upstream.port),
+        "settings:database": "oe",
+        **{f"nginx:{key}": value for key, value in LIMITS.items()},
+    }
+    text = render(ROOT / "templates" / "nginx.conf.in", values)
+    text = re.sub(r"^\s*listen \[::\]:\d+;\n", "", text, flags=re.MULTILINE)
+    config = directory / "nginx.conf"
+    config.write_text(text)
+    executable = render_value("nginx:executable")
+    process = subprocess.Popen(
+        [executable, "-p", str(directory), "-c", str(config), "-g", "daemon off;"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"nginx did not start: {process.stderr.read().decode()}")
+            time.sleep(0.05)
+    yield Nginx(url, upstream)
+    process.terminate()
+    process.wait(10)
+    process.stderr.close()
+    upstream.close()
+
+
+def statuses(url: str, count: int, method: str = "GET") -> list[int]:
+    """The statuses of *count* requests sent one after the other, at once."""
+    with requests.Session() as http:
+        return [http.request(method, url, timeout=10).status_code for _ in range(count)]
+
+
+def test_new_socketio_sessions_beyond_the_rate_are_refused_with_429(nginx):
+    answers = statuses(f"{nginx.url}/socket.io/?EIO=4&transport=polling", 6)
+    # One, then the burst of 2, pass; the rest within the same second not.
+    assert answers[:3] == [200, 200, 200]
+    assert set(answers[3:]) == {429}
+    # The requests of sessions are not counted.
+    session = f"{nginx.url}/socket.io/?EIO=4&transport=polling&sid=x"
+    assert set(statuses(session, 6)) == {200}
+
+
+def test_bus_and_longpolling_requests_beyond_the_rate_are_refused_with_429(nginx):
+    # One rate for both (the socketio_handshakes zone is another).
+    answers = statuses(f"{nginx.url}/oe/bus", 3, "POST") + statuses(
+        f"{nginx.url}/longpolling/example/tick", 3
+    )
+    assert answers[:3] == [200, 200, 200]
+    assert set(answers[3:]) == {429}
+
+
+def test_connections_beyond_the_limit_per_address_are_refused_with_503(nginx):
+    host, port = nginx.url.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(3):  # held by the upstream, as long polls are
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(
+                b"GET /socket.io/?EIO=4&transport=polling&sid=hold HTTP/1.1\r\n"
+                b"Host: localhost\r\n\r\n"
+            )
+            held.append(sock)
+        deadline = time.monotonic() + 10  # until nginx has proxied them
+        while len(nginx.upstream.held) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answer = requests.get(
+            f"{nginx.url}/socket.io/?EIO=4&transport=polling&sid=x", timeout=10
+        )
+        assert answer.status_code == 503
+    finally:
+        for sock in held:
+            sock.close()
