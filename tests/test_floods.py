@@ -1,4 +1,5 @@
-"""Floods refused by nginx: the per-address limits of templates/nginx.conf.in.
+"""Floods: the per-address limits of templates/nginx.conf.in, and a
+reconnect storm after a restart.
 
 A private nginx runs the shipped template, rendered here with small limits
 and a free port, in front of a stub upstream (a TCP server that answers
@@ -6,12 +7,19 @@ and a free port, in front of a stub upstream (a TCP server that answers
 tested is nginx's answer, not the server behind it. Every request comes
 from 127.0.0.1, like the rest of the suite's; the appliance's own values
 (appliance.cfg ``[nginx]``) are far above what the suite sends.
+
+The storm: a few hundred clients of oe_web_socketio's JavaScript client
+(bench/resuming_clients.mjs, one Node process), on a server of the test
+database that stops and starts again on its port while messages are
+published; they all come back at once (socket.io-client's jitter spreads
+them over a second or two) and resume.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -22,9 +30,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from oe_web_socketio import outbox
 
 from .appliance import ROOT
-from .tryton import free_port
+from .realtime import RealtimeServer
+from .tryton import free_port, new_password
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -196,3 +206,99 @@ def test_connections_beyond_the_limit_per_address_are_refused_with_503(nginx):
     finally:
         for sock in held:
             sock.close()
+
+
+#: Clients of the reconnect storm: enough to come back all at once, few
+#: enough for the suite's time (bench/reconnect_storm.py runs thousands).
+STORM_CLIENTS = 200
+
+
+class ResumingClients:
+    """bench/resuming_clients.mjs: *count* clients on *channel*."""
+
+    def __init__(self, url: str, count: int, channel: str, session: str, db: str):
+        self.process = subprocess.Popen(
+            [
+                "node",
+                str(ROOT / "bench" / "resuming_clients.mjs"),
+                *("--url", url, "--clients", str(count), "--channel", channel),
+                *("--session", session, "--database", db),
+                *("--delay", "500", "--delay-max", "2000"),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def read(self) -> dict:
+        line = self.process.stdout.readline()
+        assert line, f"the clients exited with {self.process.wait()}"
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def wait_received(self, count: int, timeout: float = 60) -> dict:
+        """Wait until every client has *count* messages."""
+        deadline = time.monotonic() + timeout
+        while (status := self.ask("status"))["min"] < count:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        return status
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
+def publish(tryton_db, *messages: int, channel: str) -> None:
+    with tryton_db.connect() as conn:
+        for message in messages:
+            with conn.transaction():
+                outbox.publish(conn.cursor(), message, channel)
+
+
+@pytest.mark.timeout(180)
+def test_a_reconnect_storm_after_a_restart_resumes_every_client(
+    appliance, trytond, tryton_db, tmp_path
+):
+    password = new_password()
+    trytond.create_user("storm", password)
+    session = trytond.login("storm", password)
+    channel = f"storm-{time.monotonic_ns()}"
+    log = tmp_path / "storm.log"
+    first = RealtimeServer(appliance.directory, tryton_db.name, log)
+    second = None
+    clients = ResumingClients(
+        first.url, STORM_CLIENTS, channel, session.header, tryton_db.name
+    )
+    try:
+        assert clients.read()["type"] == "ready"
+        publish(tryton_db, *range(5), channel=channel)
+        clients.wait_received(5)
+        first.stop()
+        publish(tryton_db, *range(5, 10), channel=channel)  # while it is down
+        second = RealtimeServer(
+            appliance.directory, tryton_db.name, log, port=first.port
+        )
+        publish(tryton_db, *range(10, 15), channel=channel)
+        status = clients.wait_received(15)
+        assert status["connected"] == STORM_CLIENTS
+        report = clients.ask("report")
+        assert report["exact"] == STORM_CLIENTS, report
+        assert report["expected"] == 15
+        assert (report["duplicates"], report["missing"], report["resyncs"]) == (0, 0, 0)
+        assert report["reconnections"] >= STORM_CLIENTS
+        assert "Traceback" not in log.read_text()
+    finally:
+        clients.close()
+        trytond.logout(session)
+        if second is not None:
+            second.stop()
+        elif first.process.poll() is None:
+            first.stop()
