@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import socket
 
 import pytest
 import requests
@@ -405,6 +406,22 @@ def test_polling_garbage_is_refused_and_ends_the_session(shared, body, status, d
     assert polling.get() == ['HTTP 400 "Session is disconnected"']
     if status != 200:
         assert lines(shared, f"Closing session {polling.sid} from 127.0.0.1: ", 1) == 1
+
+
+def test_polling_body_shorter_than_its_length_is_refused(shared):
+    polling = RawPolling(shared.url).open("/chat")
+    host, port = shared.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as client:
+        client.sendall(
+            f"POST /socket.io/?EIO=4&transport=polling&sid={polling.sid} HTTP/1.1\r\n"
+            f"Host: {host}\r\nContent-Length: 100\r\n\r\n40/chat,".encode()
+        )
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert polling.get() == ['HTTP 400 "Session is disconnected"']
 
 
 def test_polling_requests_after_a_close_packet_are_refused(shared):

@@ -190,7 +190,11 @@ class EngineIOServer(Limits, engineio.Server):
             message = f"Payload over {self.max_http_buffer_size} bytes"
             self._close(session, message)
             return 413, message
-        body = environ["wsgi.input"].read(length)
+        try:
+            body = environ["wsgi.input"].read(length)
+        except OSError as exc:  # fewer bytes than Content-Length says
+            self._close(session, f"incomplete body: {exc}")
+            return 400, "Incomplete body"
         try:
             decode_engineio_payload(body)
         except EngineIOPacketError as exc:
