@@ -121,6 +121,13 @@ class EngineIOServer(Limits, engineio.Server):
                 session.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
                 self.sockets.pop(key, None)
 
+    def _log_error_once(self, message: str, message_key: str) -> None:
+        """Log a refused request (bad session, version, transport …): a
+        warning, each time, where python-engineio logs an ERROR the first
+        time and INFO after. It is the client's fault, and the log rate
+        limit (:mod:`oe_web_socketio.logs`) bounds the lines."""
+        self.logger.warning(message)
+
     #: The attribute of a session set while one of its polls is held.
     POLLING = "oe_web_socketio_polling"
 
