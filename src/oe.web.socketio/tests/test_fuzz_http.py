@@ -353,6 +353,25 @@ def test_parameters_reach_the_handler_as_sent(lp_router, pairs):
         assert json.loads(answer)["params"] == json.loads(body)
 
 
+@FUZZ
+@given(
+    value=st.one_of(json_values, wsgi_text),
+    wanted=st.sampled_from(lp.SCALARS),
+    optional=st.booleans(),
+)
+def test_a_parameter_is_of_its_annotated_type_or_400(value, wanted, optional):
+    try:
+        converted = lp.convert("p", value, lp.ParameterType(wanted, optional))
+    except HTTPError as exc:
+        assert exc.status == HTTPStatus.BAD_REQUEST
+        assert exc.reason.startswith("parameter 'p' must be ")
+        return
+    if converted is None:
+        assert optional and value is None
+    else:
+        assert type(converted) is wanted
+
+
 # --- routing
 
 
