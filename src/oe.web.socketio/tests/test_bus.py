@@ -24,7 +24,11 @@ from oe_web_socketio.bus import (
     own_channels,
 )
 from oe_web_socketio.config import Config
-from oe_web_socketio.exceptions import AuthenticationError, ConfigError
+from oe_web_socketio.exceptions import (
+    AuthenticationError,
+    ConfigError,
+    DatabaseUnavailable,
+)
 from oe_web_socketio.routing import Router
 from oe_web_socketio.server import Server
 
@@ -417,6 +421,26 @@ def test_close_answers_held_polls_empty_and_later_ones_503(server):
     assert server.bus.held_polls() == 0
     later = server.poll(["client:x"])
     assert later.status == 503
+    assert later.headers["Retry-After"] == "5"
+
+
+class DownAuthenticator:
+    def authenticate(self, credentials: Credentials, address: str | None) -> Identity:
+        raise DatabaseUnavailable(credentials.database or "oe", "test: down")
+
+
+def test_a_session_that_cannot_be_checked_is_503_with_one_log_line(server, caplog):
+    server.bus.authenticator = DownAuthenticator()
+    with caplog.at_level(logging.INFO):
+        answer = server.poll(["client:x"])
+    assert (answer.status, answer.json()) == (503, {"error": "try again later"})
+    assert answer.headers["Retry-After"] == "5"
+    [record] = logged(caplog)
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == (
+        "Cannot authenticate a bus poll from 127.0.0.1: "
+        "database 'oe' unavailable: test: down"
+    )
 
 
 def test_the_session_cookie_is_accepted(server):

@@ -20,7 +20,9 @@ Invariants:
   or refused; ``501`` when trytond's ``[bus] allow_subscribe`` is off;
   ``403`` for an ``Origin`` that is neither the request's host nor
   allowed (:attr:`~.config.Config.cors_allowed_origins`); ``400`` for a
-  body that is not JSON, ``413`` for one too large. Where trytond would
+  body that is not JSON, ``413`` for one too large; ``503`` with
+  ``Retry-After`` when the session cannot be checked (the database is out
+  of reach: one ERROR line) or the server is stopping. Where trytond would
   fail with ``500`` (a body that is not a JSON object, channels that are
   not a list of strings, too many or too long channels) the answer is
   ``400``. Error
@@ -367,8 +369,13 @@ class TrytonBus:
         environ = request.environ
         origin = self._check_origin(environ)
         if self._closed:
-            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping")
-        identity = self._authenticate(request, database)
+            return _unavailable("the server is stopping")
+        try:
+            identity = self._authenticate(request, database)
+        except DatabaseUnavailable as exc:
+            address = auth.client_address(environ, self.trusted_proxies)
+            logger.error("Cannot authenticate a bus poll from %s: %s", address, exc)
+            return _unavailable("try again later")
         if identity is None:
             headers = []
             if environ.get("HTTP_X_REQUESTED_WITH") != "XMLHttpRequest":
@@ -452,7 +459,10 @@ class TrytonBus:
     def _authenticate(self, request: Request, database: str) -> Identity | None:
         """The caller, or ``None`` when it must be refused, with one log
         line: ours for a session missing or malformed, the
-        authenticator's for one it refuses (it logs each refusal)."""
+        authenticator's for one it refuses (it logs each refusal).
+
+        :raises DatabaseUnavailable: the session cannot be checked now.
+        """
         address = auth.client_address(request.environ, self.trusted_proxies)
         try:
             credentials = auth.credentials_from_request(request.environ, None)
@@ -468,9 +478,6 @@ class TrytonBus:
             return self.authenticator.authenticate(credentials, address)
         except AuthenticationError:
             return None  # logged by the authenticator
-        except DatabaseUnavailable as exc:
-            logger.error("Cannot authenticate a bus poll from %s: %s", address, exc)
-            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "try again later") from None
 
     def _read_poll(self, request: Request) -> tuple[list[str], Any]:
         """The channels and last message of the poll's body."""
@@ -584,6 +591,20 @@ def _parse_payload(payload: str) -> tuple[str, dict[str, Any], str] | str:
     if not isinstance(message_id, str):
         return "no message_id string"
     return channel, content, message_id
+
+
+#: Seconds a client is told to wait before it polls again after a 503.
+RETRY_AFTER = 5
+
+
+def _unavailable(reason: str) -> Response:
+    """``503`` with ``Retry-After``: not the client's fault, so not logged
+    as a refusal (the cause, if any, is logged once by the caller)."""
+    return Response.json(
+        {"error": reason},
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        [("Retry-After", str(RETRY_AFTER))],
+    )
 
 
 def _cors_headers(origin: str) -> Iterable[tuple[str, str]]:
