@@ -14,11 +14,18 @@ examples get past the first byte.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+
 import engineio.packet as eio_packet
 import engineio.payload as eio_payload
+import gevent
 import pytest
 import socketio.packet as sio_packet
 from hypothesis import HealthCheck, given, settings, strategies
+from oe_web_socketio.app import Application
+from oe_web_socketio.config import Config
 from oe_web_socketio.protocol import (
     CLIENT_PACKET_TYPES,
     MAX_ATTACHMENTS,
@@ -33,7 +40,7 @@ from oe_web_socketio.protocol import (
 pytestmark = pytest.mark.timeout(120)
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -212,3 +219,76 @@ def test_socketio_round_trip(packet_type, namespace, ack_id, name, args):
     if packet_type == sio_packet.EVENT:
         assert isinstance(received.data[0], IncomingEvent)
         assert received.data[0].error is None
+
+
+# --- the polling path of the server itself, called as WSGI in process
+
+
+class Errors(logging.Handler):
+    """Records of level ERROR and above (tracebacks among them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def polling_app():
+    """The application (namespace ``/`` only), and what it logs at ERROR."""
+    app = Application(Config(load_entry_points=False))
+    errors = Errors()
+    root = logging.getLogger()
+    root.addHandler(errors)
+    yield app, errors
+    root.removeHandler(errors)
+    app.sio.eio.disconnect()
+
+
+def call(app, method: str, query: str, body: bytes = b"") -> tuple[int, bytes]:
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"] = int(status.split()[0])
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": "/socket.io/",
+        "QUERY_STRING": query,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "localhost",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    content = b"".join(app(environ, start_response))
+    return answer["status"], content
+
+
+@FUZZ
+@given(
+    strategies.one_of(
+        protocol_text.map(lambda text: text.encode(errors="surrogatepass")),
+        strategies.binary(max_size=60),
+        strategies.tuples(headers, protocol_text).map(
+            lambda parts: ("4" + "".join(parts)).encode(errors="surrogatepass")
+        ),
+    )
+)
+def test_a_polling_post_is_accepted_or_refused_with_a_4xx(polling_app, body):
+    app, errors = polling_app
+    status, opened = call(app, "GET", "EIO=4&transport=polling")
+    assert status == 200
+    sid = json.loads(opened[1:])["sid"]
+    status, content = call(app, "POST", f"EIO=4&transport=polling&sid={sid}", body)
+    assert status in (200, 400, 413), (status, content)
+    gevent.sleep(0)  # python-engineio handles each message in a greenlet
+    gevent.sleep(0)
+    assert not errors.records, errors.records[0].getMessage()
+    if status != 200:
+        # The session ended: every request of it is refused.
+        status, content = call(app, "POST", f"EIO=4&transport=polling&sid={sid}", b"3")
+        assert status == 400, content
+    app.sio.eio.disconnect(sid)
