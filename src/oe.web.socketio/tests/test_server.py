@@ -7,7 +7,6 @@ handshakes with the real client against a real server process.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
@@ -32,6 +31,7 @@ from oe_web_socketio.server import (
     set_keepalive,
     set_nodelay,
 )
+from socketio_testing import RawWebSocket
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -289,40 +289,17 @@ def test_socketio_handshake(spawn_server, transports):
         client.disconnect()
 
 
-class Upgrade:
-    """A raw upgrade from polling to WebSocket (wsproto on a TCP socket):
-    every byte the server sends is seen."""
+def upgrade(url: str) -> RawWebSocket:
+    """A raw upgrade from polling to WebSocket: every byte the server
+    sends is seen."""
+    handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
+    return RawWebSocket(url, json.loads(handshake.text[1:])["sid"])
 
-    def __init__(self, url: str) -> None:
-        handshake = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=5)
-        self.sid = json.loads(handshake.text[1:])["sid"]
-        host, port = url.removeprefix("http://").split(":")
-        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        self.client = socket.create_connection((host, int(port)), timeout=5)
-        target = f"/socket.io/?EIO=4&transport=websocket&sid={self.sid}"
-        [accepted] = self.exchange(wsproto.events.Request(host=host, target=target))
-        assert isinstance(accepted, wsproto.events.AcceptConnection)
 
-    def send(self, *events) -> None:
-        self.client.sendall(b"".join(self.ws.send(event) for event in events))
-
-    def exchange(self, *events) -> list:
-        self.send(*events)
-        self.ws.receive_data(self.client.recv(65536))
-        return list(self.ws.events())
-
-    def rest(self) -> bytes:
-        """What the server sends until it closes the connection."""
-        rest = b""
-        with contextlib.suppress(ConnectionResetError), self.client:
-            while chunk := self.client.recv(65536):
-                rest += chunk
-        return rest
-
-    def access_log(self) -> re.Pattern[str]:
-        """The access log line of the WebSocket request."""
-        request = f"GET /socket.io/?EIO=4&transport=websocket&sid={self.sid} HTTP/1.1"
-        return re.compile(rf'"{re.escape(request)}" (\d+) ')
+def access_log(raw: RawWebSocket) -> re.Pattern[str]:
+    """The access log line of the WebSocket request of *raw*."""
+    request = f"GET {raw.target} HTTP/1.1"
+    return re.compile(rf'"{re.escape(request)}" (\d+) ')
 
 
 def test_a_websocket_upgraded_from_polling_ends_with_frames_only(spawn_server):
@@ -331,20 +308,14 @@ def test_a_websocket_upgraded_from_polling_ends_with_frames_only(spawn_server):
     HTTP bytes must not follow the close frame on the connection (browsers
     report "Invalid frame header")."""
     server = spawn_server()
-    upgrade = Upgrade(server.url)
-    [pong] = upgrade.exchange(wsproto.events.TextMessage("2probe"))
-    assert pong.data == "3probe"
-    upgrade.send(
-        wsproto.events.TextMessage("5"), wsproto.events.CloseConnection(code=1000)
-    )
-    rest = upgrade.rest()
-    assert b"HTTP/1.1" not in rest
-    upgrade.ws.receive_data(rest)  # frames only, or wsproto raises
-    events = upgrade.ws.events()
-    closes = [e for e in events if isinstance(e, wsproto.events.CloseConnection)]
-    assert [c.code for c in closes] == [1000]
+    raw = upgrade(server.url)
+    raw.send("2probe")
+    assert raw.text() == "3probe"
+    raw.send("5", wsproto.events.CloseConnection(code=1000))
+    # Frames only (RawWebSocket.closed checks it); ours is the last.
+    assert raw.closed()[0] == 1000
     # The access log tells what the connection became.
-    assert server.stderr.wait_for(upgrade.access_log(), 5).group(1) == "101"
+    assert server.stderr.wait_for(access_log(raw), 5).group(1) == "101"
 
 
 def test_a_client_gone_in_the_middle_of_an_upgrade_is_no_error(spawn_server):
@@ -353,12 +324,11 @@ def test_a_client_gone_in_the_middle_of_an_upgrade_is_no_error(spawn_server):
     bare OSError, which gevent's handler cannot read (IndexError, a
     traceback per such client). The request just ends."""
     server = spawn_server()
-    upgrade = Upgrade(server.url)
-    upgrade.send(
-        wsproto.events.TextMessage("2probe"), wsproto.events.CloseConnection(code=1001)
-    )
-    upgrade.ws.receive_data(upgrade.rest())
-    assert server.stderr.wait_for(upgrade.access_log(), 5).group(1) == "101"
+    raw = upgrade(server.url)
+    raw.send("2probe", wsproto.events.CloseConnection(code=1001))
+    rest, _ = raw.rest()
+    assert b"HTTP/" not in rest
+    assert server.stderr.wait_for(access_log(raw), 5).group(1) == "101"
     # The server goes on; what it wrote about that client is not an error.
     client = socketio.Client(reconnection=False)
     client.connect(server.url, transports=["polling", "websocket"], wait_timeout=10)
