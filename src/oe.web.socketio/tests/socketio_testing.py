@@ -216,6 +216,7 @@ class RawPolling:
         self.base = f"{url}/socket.io/?EIO=4&transport=polling"
         self.http = requests.Session()
         self.sid = ""
+        self.socket_sid = ""
 
     def open(self, namespace: str) -> RawPolling:
         answer = self.http.get(self.base, timeout=TIMEOUT)
@@ -224,6 +225,8 @@ class RawPolling:
         self.post(f"40{namespace},")
         packets = self.get()
         assert packets[0].startswith(f"40{namespace},{{"), packets
+        #: The Socket.IO session id in *namespace*.
+        self.socket_sid = json.loads(packets[0].partition(",")[2])["sid"]
         return self
 
     def post(self, body: str | bytes) -> requests.Response:
@@ -239,6 +242,11 @@ class RawPolling:
         return answer.text.split("\x1e")
 
     def close(self) -> None:
+        """End the session (a close packet; refused if it has ended
+        already), so that the server stops counting it at once."""
+        if self.sid:
+            with contextlib.suppress(requests.RequestException):
+                self.post("1")
         self.http.close()
 
 

@@ -26,7 +26,6 @@ from socketio_testing import (
     Clients,
     RawPolling,
     RawWebSocket,
-    count_lines,
     health,
     lines,
     serve_tests_dir,
@@ -120,10 +119,16 @@ def test_error_payload_and_event_error():
 # --- against a real server
 
 
-@pytest.fixture
-def server(spawn_server, monkeypatch):
-    serve_tests_dir(monkeypatch)
-    return spawn_server(*NAMESPACE_OPTIONS)
+@pytest.fixture(scope="module")
+def server(module_spawn_server, tmp_path_factory):
+    """A server of the tests' namespaces, which the tests of this module
+    share, and which logs every line: they count them, each its own (see
+    test_logs.py for the rate limit)."""
+    config = tmp_path_factory.mktemp("shared") / "oe.cfg"
+    config.write_text("[oe_web_socketio]\nlog_rate_limit = 0\n")
+    with pytest.MonkeyPatch.context() as patch:
+        serve_tests_dir(patch)
+        return module_spawn_server(*NAMESPACE_OPTIONS, "-c", str(config))
 
 
 @pytest.fixture
@@ -173,7 +178,8 @@ def test_polling_malformed_event_gets_an_error_acknowledgement(
     prefix, [payload] = answer(packet)
     assert prefix == "43/chat"  # the acknowledgement of id 7
     assert_malformed(payload, detail)
-    assert lines(server, "Refused event '' of <Chat /chat", 1) == 1
+    pattern = f"Refused event '' of <Chat /chat {polling.socket_sid} "
+    assert lines(server, pattern, 1) == 1
     # The session goes on.
     polling.post("42/chat,8" + json.dumps(["session_id", session(1)]))
     [packet] = polling.get()
@@ -223,7 +229,9 @@ def ws(server):
         server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
     )
     connection = websocket.create_connection(url, timeout=TIMEOUT)
-    assert connection.recv().startswith("0{")
+    opened = connection.recv()
+    assert opened.startswith("0{")
+    connection.eio_sid = json.loads(opened[1:])["sid"]
     connection.send("40/chat,")
     assert connection.recv().startswith("40/chat,{")
     yield connection
@@ -250,7 +258,8 @@ def test_websocket_undecodable_packet_ends_that_session(server, bystander, ws):
     assert opcode == websocket.ABNF.OPCODE_CLOSE
     assert int.from_bytes(frame[:2], "big") == 1008  # policy violation
     assert frame[2:].startswith(b"malformed packet: invalid JSON")
-    assert lines(server, "Closing session .*: malformed packet", 1) == 1
+    pattern = f"Closing session {ws.eio_sid} .*: malformed packet"
+    assert lines(server, pattern, 1) == 1
 
 
 def test_websocket_event_over_the_size_limit(server, bystander, ws):
@@ -269,24 +278,14 @@ def test_engineio_garbage_harms_no_one_else(server, bystander, polling, ws):
     opcode, frame = ws.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
     assert int.from_bytes(frame[:2], "big") == 1002
-    assert lines(server, "Closing session .*: invalid Engine.IO payload 'zzz'", 1) == 1
-    assert lines(server, "Closing session .*: invalid Engine.IO packet 'zzz'", 1) == 1
+    pattern = f"Closing session {polling.sid} .*: invalid Engine.IO payload 'zzz'"
+    assert lines(server, pattern, 1) == 1
+    pattern = f"Closing session {ws.eio_sid} .*: invalid Engine.IO packet 'zzz'"
+    assert lines(server, pattern, 1) == 1
     assert health(server)["status"] == "ok"
-    assert not count_lines(server, "Traceback")
 
 
 # --- garbage below and around Socket.IO, against a server the tests share
-
-
-@pytest.fixture(scope="module")
-def shared(module_spawn_server, tmp_path_factory):
-    """A server of the tests' namespaces that logs every line: these tests
-    count them (see test_logs.py for the rate limit)."""
-    config = tmp_path_factory.mktemp("shared") / "oe.cfg"
-    config.write_text("[oe_web_socketio]\nlog_rate_limit = 0\n")
-    with pytest.MonkeyPatch.context() as patch:
-        serve_tests_dir(patch)
-        return module_spawn_server(*NAMESPACE_OPTIONS, "-c", str(config))
 
 
 def clients_now(server):
@@ -326,53 +325,53 @@ BINARY_EVENT = '451-/chat,["file",{"_placeholder":true,"num":0}]'
     ],
 )
 def test_websocket_garbage_ends_the_session_with_a_close_frame(
-    shared, frames, code, reason
+    server, frames, code, reason
 ):
-    before = clients_now(shared)
-    raw = joined(shared)
-    assert clients_now(shared) == before + 1
+    before = clients_now(server)
+    raw = joined(server)
+    assert clients_now(server) == before + 1
     raw.send(*frames)
     closed = raw.closed()
     assert closed[0] == code and reason in closed[1], closed
     # Counted gone at once, not at the ping timeout (45 s).
-    assert clients_now(shared) == before
-    assert lines(shared, f"Closing session {raw.sid} from 127.0.0.1: ", 1) == 1
+    assert clients_now(server) == before
+    assert lines(server, f"Closing session {raw.sid} from 127.0.0.1: ", 1) == 1
 
 
-def test_websocket_frames_after_a_close_packet_are_not_handled(shared):
-    raw = joined(shared)
+def test_websocket_frames_after_a_close_packet_are_not_handled(server):
+    raw = joined(server)
     raw.send("1", '42/chat,["echo"]', "40/chat,", "41/chat,")
     assert raw.closed() == (1000, "")
-    raw = RawWebSocket(shared.url)
+    raw = RawWebSocket(server.url)
     raw.send("1", "40/chat,", '42/chat,["echo"]')
     assert raw.closed() == (1000, "")
 
 
-def test_websocket_message_over_the_buffer_size(shared):
-    before = clients_now(shared)
-    raw = joined(shared)
+def test_websocket_message_over_the_buffer_size(server):
+    before = clients_now(server)
+    raw = joined(server)
     raw.send("4" + "x" * 1_000_000)
     assert raw.closed()[0] == 1009  # message too big
-    assert clients_now(shared) == before
-    assert lines(shared, f"Closing session {raw.sid} .*: message over 1000000", 1)
+    assert clients_now(server) == before
+    assert lines(server, f"Closing session {raw.sid} .*: message over 1000000", 1)
 
 
-def test_a_bad_upgrade_ends_the_polling_session_too(shared):
-    polling = RawPolling(shared.url).open("/chat")
-    raw = RawWebSocket(shared.url, polling.sid)
+def test_a_bad_upgrade_ends_the_polling_session_too(server):
+    polling = RawPolling(server.url).open("/chat")
+    raw = RawWebSocket(server.url, polling.sid)
     raw.send(";x")
     assert raw.closed()[0] == 1002
     assert polling.get()[0].startswith("HTTP 400")
     # A probe that is not one.
-    polling = RawPolling(shared.url).open("/chat")
-    raw = RawWebSocket(shared.url, polling.sid)
+    polling = RawPolling(server.url).open("/chat")
+    raw = RawWebSocket(server.url, polling.sid)
     raw.send("2nope")
     assert raw.closed() == (1002, "an upgrade starts with 2probe")
 
 
-def test_a_refused_websocket_handshake_is_http(shared):
+def test_a_refused_websocket_handshake_is_http(server):
     answer = requests.get(
-        f"{shared.url}/socket.io/?EIO=4&transport=websocket",
+        f"{server.url}/socket.io/?EIO=4&transport=websocket",
         headers={"Upgrade": "websocket", "Connection": "Upgrade"},
         timeout=TIMEOUT,
     )
@@ -397,20 +396,20 @@ def test_a_refused_websocket_handshake_is_http(shared):
         (b"4" + b"x" * 1_000_001, 413, "Payload over 1000000 bytes"),
     ],
 )
-def test_polling_garbage_is_refused_and_ends_the_session(shared, body, status, detail):
-    before = clients_now(shared)
-    polling = RawPolling(shared.url).open("/chat")
+def test_polling_garbage_is_refused_and_ends_the_session(server, body, status, detail):
+    before = clients_now(server)
+    polling = RawPolling(server.url).open("/chat")
     answer = polling.post(body)
     assert (answer.status_code, detail in answer.text) == (status, True), answer.text
-    assert clients_now(shared) == before
+    assert clients_now(server) == before
     assert polling.get() == ['HTTP 400 "Session is disconnected"']
     if status != 200:
-        assert lines(shared, f"Closing session {polling.sid} from 127.0.0.1: ", 1) == 1
+        assert lines(server, f"Closing session {polling.sid} from 127.0.0.1: ", 1) == 1
 
 
-def test_polling_body_shorter_than_its_length_is_refused(shared):
-    polling = RawPolling(shared.url).open("/chat")
-    host, port = shared.url.removeprefix("http://").split(":")
+def test_polling_body_shorter_than_its_length_is_refused(server):
+    polling = RawPolling(server.url).open("/chat")
+    host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=TIMEOUT) as client:
         client.sendall(
             f"POST /socket.io/?EIO=4&transport=polling&sid={polling.sid} HTTP/1.1\r\n"
@@ -424,8 +423,8 @@ def test_polling_body_shorter_than_its_length_is_refused(shared):
     assert polling.get() == ['HTTP 400 "Session is disconnected"']
 
 
-def test_polling_requests_after_a_close_packet_are_refused(shared):
-    polling = RawPolling(shared.url).open("/chat")
+def test_polling_requests_after_a_close_packet_are_refused(server):
+    polling = RawPolling(server.url).open("/chat")
     assert polling.post("1").status_code == 200
     # python-engineio: 500 (KeyError: 'Session is disconnected'), then 400.
     answer = polling.post("40/chat,")
@@ -433,15 +432,15 @@ def test_polling_requests_after_a_close_packet_are_refused(shared):
     assert polling.post("40/chat,").status_code == 400
 
 
-def test_a_second_poll_while_one_is_held_ends_the_session(shared):
-    polling = RawPolling(shared.url).open("/chat")
+def test_a_second_poll_while_one_is_held_ends_the_session(server):
+    polling = RawPolling(server.url).open("/chat")
     # Nothing is queued: the poll that comes first is held until the other
     # one arrives, which is refused; the held one gets the close packet.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         polls = [pool.submit(polling.get) for _ in range(2)]
         answers = sorted(poll.result(TIMEOUT) for poll in polls)
     assert answers == [["1"], ['HTTP 400 "Overlapping poll"']]
-    assert lines(shared, f"Closing session {polling.sid} .*: a poll while", 1) == 1
+    assert lines(server, f"Closing session {polling.sid} .*: a poll while", 1) == 1
 
 
 @pytest.mark.parametrize(
@@ -458,17 +457,17 @@ def test_a_second_poll_while_one_is_held_ends_the_session(shared):
         ("GET", "EIO=4&transport=polling&j=x", 400),  # JSONP index
     ],
 )
-def test_bad_engineio_requests_get_a_4xx(shared, method, query, status):
+def test_bad_engineio_requests_get_a_4xx(server, method, query, status):
     answer = requests.request(
-        method, f"{shared.url}/socket.io/?{query}", data=b"40", timeout=TIMEOUT
+        method, f"{server.url}/socket.io/?{query}", data=b"40", timeout=TIMEOUT
     )
     assert answer.status_code == status, answer.text
 
 
-def test_no_traceback_nor_5xx_after_all_that(shared):
+def test_no_traceback_nor_5xx_after_all_that(server):
     """Nor an ERROR line: each of these was the client's fault."""
-    assert health(shared)["status"] == "ok"
+    assert health(server)["status"] == "ok"
     faults = re.compile(r'Traceback|^\w+Error:|" 5\d\d | ERROR ')
-    log = shared.stderr.lines
+    log = server.stderr.lines
     found = [i for i, line in enumerate(log) if faults.search(line)]
     assert not found, "\n".join(log[found[0] - 2 : found[0] + 40])
