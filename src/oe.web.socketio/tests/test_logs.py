@@ -159,17 +159,29 @@ def test_a_garbage_flood_costs_a_few_lines(spawn_server, tmp_path):
     config = tmp_path / "oe.cfg"
     config.write_text("[oe_web_socketio]\nlog_rate_limit = 3\n")
     server = spawn_server("-c", str(config))
-    for _ in range(12):
+    for _ in range(6):  # Engine.IO garbage, refused in the request's greenlet
         raw = RawWebSocket(server.url)
         raw.send(";x")
         assert raw.closed()[0] == 1002
-    closing = "Closing session .* from 127.0.0.1: invalid Engine.IO packet"
+    for _ in range(6):  # Socket.IO garbage, refused in a greenlet of its own
+        raw = RawWebSocket(server.url)
+        raw.send("40", "43[bad")
+        assert raw.closed()[0] == 1008
+    raw = RawWebSocket(server.url)
+    raw.send("40", *['42["nope"]'] * 12)  # events refused one by one
+    closing = "Closing session .* from 127.0.0.1: (invalid Engine.IO|malformed)"
+    refused = "Refused event 'nope' of .* from 127.0.0.1"
     assert lines(server, closing, 3) == 3
+    assert lines(server, refused, 3) == 3
+    raw.close()
     server.process.send_signal(signal.SIGTERM)
     assert server.stop() == 0
-    summary = (
-        "… and 9 more from 127.0.0.1 like 'Closing session %s from %s: %s' "
-        "in the last 60 s"
-    )
-    assert count_lines(server, summary) == 1
-    assert count_lines(server, closing) == 3
+    summaries = [
+        f"… and 9 more from 127.0.0.1 like {template!r} in the last 60 s"
+        for template in (
+            "Closing session %s from %s: %s",
+            "Refused event %s of %r from %s: %s",
+        )
+    ]
+    assert [count_lines(server, summary) for summary in summaries] == [1, 1]
+    assert count_lines(server, closing) == count_lines(server, refused) == 3

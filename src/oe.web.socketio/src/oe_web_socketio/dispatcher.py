@@ -177,6 +177,7 @@ class Dispatcher(socketio.Namespace):
                 self.namespace,
                 request.address,
                 reason,
+                extra={"client": request.address},  # logs.RateLimit's key
             )
             raise sio_exceptions.ConnectionRefusedError(reason, {"code": code})
         self.sockets[sid] = socket
@@ -187,7 +188,13 @@ class Dispatcher(socketio.Namespace):
         except (sio_exceptions.ConnectionRefusedError, ConnectionRefusedError) as exc:
             self._drop(socket)
             reason = getattr(exc, "error_args", {}).get("message", exc)
-            logger.warning("Refused %r from %s: %s", socket, request.address, reason)
+            logger.warning(
+                "Refused %r from %s: %s",
+                socket,
+                request.address,
+                reason,
+                extra={"client": request.address},
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - the namespace's fault, logged
             socket.report_error(exc, "connection")
@@ -358,6 +365,7 @@ class Dispatcher(socketio.Namespace):
             socket,
             socket.request.address,
             message,
+            extra={"client": socket.request.address},
         )
         return self._answer(socket, event, error_payload(code, message))
 
@@ -404,6 +412,7 @@ class UnknownNamespace(socketio.Namespace):
                 "Refused connection from %s to unknown namespace %s",
                 address,
                 shorten(path),
+                extra={"client": address},
             )
             raise sio_exceptions.ConnectionRefusedError(
                 f"unknown namespace {shorten(path)}", {"code": UNKNOWN_NAMESPACE}

@@ -287,12 +287,15 @@ class Server(socketio.Server):
     def _close_session(
         self, eio_sid: str, reason: str, code: int = CLOSE_POLICY_VIOLATION
     ) -> None:
-        environ = self.environ.get(eio_sid, {})
+        address = auth.client_address(
+            self.environ.get(eio_sid, {}), self.trusted_proxies
+        )
         logger.warning(
             "Closing session %s from %s: %s",
             eio_sid,
-            auth.client_address(environ, self.trusted_proxies),
+            address,
             reason,
+            extra={"client": address},  # logs.RateLimit's key
         )
         session = self.eio.sockets.get(eio_sid)
         if session is not None:
