@@ -383,6 +383,7 @@ def test_a_refused_websocket_handshake_is_http(server):
     ("body", "status", "detail"),
     [
         (b"4x\x1e1", 200, ""),  # a batch with a close packet: accepted
+        (b'1\x1e40/chat,\x1e42/chat,["echo"]', 200, ""),  # more after the close
         (b"40/chat,\x1e\x1e3", 400, "Invalid empty packet"),
         (b"\x1e", 400, "Invalid empty packet"),
         (b"4\xff\xfe", 400, "invalid UTF-8"),
