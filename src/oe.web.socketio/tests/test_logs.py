@@ -185,3 +185,7 @@ def test_a_garbage_flood_costs_a_few_lines(spawn_server, tmp_path):
     ]
     assert [count_lines(server, summary) for summary in summaries] == [1, 1]
     assert count_lines(server, closing) == count_lines(server, refused) == 3
+    # The access lines of the sessions refused (of 12): 3, and a count.
+    accepted = r'"GET /socket\.io/\?EIO=4&transport=websocket HTTP/1\.1" 101 '
+    assert count_lines(server, accepted) == 3 + 1  # and the socket of events
+    assert count_lines(server, "… and 9 more from 127.0.0.1 of .*access") == 1

@@ -119,6 +119,11 @@ def is_websocket_request(environ: dict[str, Any]) -> bool:
 #: the request's connection over (answered ``101`` itself).
 TAKEN_OVER = "oe_web_socketio.websocket"
 
+#: The ``environ`` key :class:`WebSocketTransport` sets when it ends the
+#: session for what its client sent: the access log line of the request
+#: then counts as a client's fault (see :mod:`oe_web_socketio.logs`).
+REFUSED = "oe_web_socketio.refused"
+
 #: The attribute of a python-engineio session that holds the close code and
 #: reason its WebSocket ends with (see :func:`close_session`).
 CLOSE_FRAME = "oe_web_socketio_close_frame"
@@ -219,7 +224,9 @@ class Handler(WSGIHandler):
             self.close_connection = True
 
     def log_request(self) -> None:
-        if isinstance(self.code, int) and self.code >= 400:
+        if (isinstance(self.code, int) and self.code >= 400) or self.environ.get(
+            REFUSED
+        ):
             with logs.client_fault():
                 super().log_request()
         else:
@@ -314,10 +321,12 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
             setattr(self.session, TRANSPORT, weakref.ref(self))
         #: Messages read so far: the first two of an upgrade are its own.
         self.received = 0
+        self.request_environ: dict[str, Any] = {}
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        self.request_environ = environ
         try:
             # As the base class, for gevent (simple-websocket's mode).
             self.ws = _SimpleWebSocket(environ, **self.server_args)
@@ -352,6 +361,8 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
                 # upgrade (the session goes on polling).
                 if self.ws.connected:
                     self.close()
+                if getattr(self.session, CLOSE_FRAME, None) is not None:
+                    environ[REFUSED] = True  # closed by close_session()
 
     def _failed(self, exc: Exception) -> list[bytes]:
         """End the request after an unexpected exception: a bug, logged
@@ -412,6 +423,7 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
         return data
 
     def _log_refusal(self, reason: str) -> None:
+        self.request_environ[REFUSED] = True
         logger.warning(
             "Closing session %s from %s: %s",
             getattr(self.session, "sid", "?"),
