@@ -50,7 +50,7 @@ from engineio import packet as eio_packet
 
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import OeWebSocketIOError
-from oe_web_socketio.server import abort_transport
+from oe_web_socketio.server import abort_transport, websocket_of
 
 logger = logging.getLogger(__name__)
 
@@ -115,16 +115,38 @@ class PacketQueue(gevent.queue.JoinableQueue):  # type: ignore[misc]
         self.queued_bytes = 0
         self.created = time.monotonic()
         self.used = False
+        self.waiting = 0
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Take the next item; :attr:`waiting` counts the greenlets in
+        here (a poll of the client waiting for news)."""
+        self.waiting += 1
+        try:
+            return super().get(block, timeout)
+        finally:
+            self.waiting -= 1
+
+    def put(
+        self,
+        item: Any,
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        force: bool = False,
+    ) -> None:
         """Queue *item*.
 
+        :param force: queue it even past the cap.
         :raises QueueFull: it is a message that would take the queue past
             its cap; it is not queued.
         """
         size = packet_size(item)
         if size:
-            if self.queued_bytes and self.queued_bytes + size > self.limit:
+            if (
+                not force
+                and self.queued_bytes
+                and self.queued_bytes + size > self.limit
+            ):
                 raise QueueFull(self.queued_bytes, size, self.limit)
             self.used = True
         super().put(item, block, timeout)
@@ -223,7 +245,24 @@ class Limits:
         try:
             super().send_packet(sid, pkt)  # type: ignore[misc]
         except QueueFull as exc:
-            self.close_slow_reader(sid, exc)
+            socket = self.sockets.get(sid)
+            if socket is not None and not self.is_reading(socket):
+                self.close_slow_reader(sid, exc)
+            elif socket is not None:
+                # The backlog is the server's (busy), not the client's.
+                socket.queue.put(pkt, force=True)
+
+    @staticmethod
+    def is_reading(socket: Any) -> bool:
+        """Whether the client of python-engineio's *socket* takes what it
+        is sent right now, so that a backlog is the server's own (too busy
+        to write), for which the client must not be cut: over WebSocket,
+        its writer is not waiting for the client to read; over polling, a
+        poll of the client waits for news."""
+        transport = websocket_of(socket)
+        if transport is not None:
+            return not transport.sending
+        return bool(socket.queue.waiting)
 
     def close_slow_reader(self, sid: str, exc: QueueFull) -> None:
         """Close session *sid*, whose client does not read what it is

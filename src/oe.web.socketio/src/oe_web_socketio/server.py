@@ -136,13 +136,19 @@ CLOSE_REASON_SIZE = 123
 TRANSPORT = "oe_web_socketio_transport"
 
 
+def websocket_of(session: Any) -> WebSocketTransport | None:
+    """The WebSocket transport of python-engineio's *session*, if any."""
+    reference = getattr(session, TRANSPORT, None)
+    transport: WebSocketTransport | None = reference() if reference else None
+    return transport
+
+
 def abort_transport(session: Any) -> None:
     """Cut the WebSocket connection of python-engineio's *session* at once,
     if it has one: no close frame, which would wait behind what a client
     that stopped reading has not read; a send in progress fails, and
     python-engineio's writer and reader end."""
-    reference = getattr(session, TRANSPORT, None)
-    transport = reference() if reference is not None else None
+    transport = websocket_of(session)
     if transport is not None and getattr(transport, "ws", None) is not None:
         with contextlib.suppress(OSError):
             transport.ws.sock.shutdown(socket.SHUT_RDWR)
@@ -459,7 +465,15 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
             event: wsproto_events.Event = wsproto_events.BytesMessage(data=message)
         else:
             event = wsproto_events.TextMessage(data=message)
-        ws.sock.sendall(ws.ws.send(event))
+        self.sending = True
+        try:
+            ws.sock.sendall(ws.ws.send(event))
+        finally:
+            self.sending = False
+
+    #: Whether a :meth:`send` is in progress: seen from another greenlet,
+    #: it waits for the client to read (gevent switches only then).
+    sending: bool = False
 
     def close(self) -> None:
         """Send a close frame if still connected, then shut the connection
