@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 import socketio
 from oe_web_socketio import outbox
 
+from .nodeclient import NodeClient
 from .pgcluster import Cluster
 from .realtime import RealtimeServer, Recorder
 from .tryton import new_password
@@ -371,33 +373,149 @@ def test_the_listener_reconnects_when_its_backend_is_terminated(
         ana.disconnect()
 
 
-def test_restarted_server_serves_resuming_clients(
-    appliance, realtime, users, tryton_db, channel, tmp_path
+class ResumingClient:
+    """python-socketio's client as an application would use it: with
+    ``reconnection=True``, it emits ``resume`` with the last position it
+    saw on every connection, and records each bridged message of *channel*
+    and each disconnection's reason."""
+
+    def __init__(self, url: str, session, channel: str, transport: str) -> None:
+        self.channel = channel
+        # Short delays: the test waits for the reconnection, not the defaults.
+        self.client = socketio.Client(
+            reconnection=True, reconnection_delay=0.2, reconnection_delay_max=1
+        )
+        self.received: list[tuple] = []
+        self.answers: list[dict] = []
+        self.reasons: list[str] = []
+        self._lock = threading.Lock()
+        self.client.on("connect", self._resume)
+        self.client.on("disconnect", self._disconnected)
+        self.client.on("message", self._message)
+        self.client.connect(
+            url,
+            transports=[transport],
+            auth={"session": session.header},
+            wait_timeout=10,
+        )
+
+    def _resume(self) -> None:
+        with self._lock:
+            last = self.received[-1][2] if self.received else None
+        self.client.emit("resume", (last, [self.channel]), callback=self.answers.append)
+
+    def _disconnected(self, reason: str) -> None:
+        self.reasons.append(reason)
+        # python-engineio 4.15.1 leaves the socket of a lost WebSocket open
+        # (a ResourceWarning once the reconnection drops it): close it.
+        ws = getattr(self.client.eio, "ws", None)
+        if ws is not None:
+            ws.shutdown()
+
+    def _message(self, *args) -> None:
+        if len(args) == 3 and args[1] == self.channel:
+            with self._lock:
+                self.received.append(args)
+
+    def messages(self) -> list:
+        with self._lock:
+            return [args[0] for args in self.received]
+
+
+def _node_messages(node: NodeClient, channel: str) -> list[list]:
+    return [args for args in node.events("message") if args[1:2] == [channel]]
+
+
+def _wait(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def test_clients_reconnect_and_resume_by_themselves_across_a_graceful_restart(
+    appliance, users, tryton_db, channel, tmp_path
 ):
+    """SIGTERM ends the sessions as a lost transport, not as a server's
+    disconnect: python-socketio's client and the plain socket.io-client,
+    with reconnection on, come back to the server started again on the
+    same port and, resuming, get every message once, in order."""
     log = tmp_path / "restarted.log"
     first = RealtimeServer(appliance.directory, tryton_db.name, log)
+    clients: list[ResumingClient] = []
+    nodes: list[NodeClient] = []
+    second = None
     try:
         _wait_listening(first)
-        ana = client(first, users[0])
-        ana.call("resume", None, [channel])
-        publish(tryton_db, "before", channel=channel)
-        _, _, last = ana.wait_message(on(channel))
-        ana.disconnect()
-    finally:
+        for transport in ("websocket", "polling"):
+            clients.append(ResumingClient(first.url, users[0], channel, transport))
+            node = NodeClient(
+                first.url,
+                transports=(transport,),
+                auth={"session": users[1].header},
+                reconnection=True,
+            ).start()
+            nodes.append(node)
+            node.wait_connected()
+            node.emit("resume", None, [channel])
+        _wait(lambda: all(c.answers for c in clients), "the first resume")
+        publish(tryton_db, *range(5), channel=channel)
+        _wait(
+            lambda: all(len(_node_messages(n, channel)) == 5 for n in nodes),
+            "live messages",
+        )
+        # Published while the server stops, then while it is down.
+        publisher = threading.Thread(
+            target=publish, args=(tryton_db, *range(5, 10)), kwargs={"channel": channel}
+        )
+        publisher.start()
         first.stop()
-    publish(tryton_db, "during 1", "during 2", channel=channel)
-    second = RealtimeServer(appliance.directory, tryton_db.name, log, port=first.port)
-    try:
-        _wait_listening(second)
-        ana = client(second, users[0])
-        answer = ana.call("resume", last, [channel])
-        assert answer["replayed"] == 2
-        publish(tryton_db, "after", channel=channel)
-        found = wait_count(ana, channel, 3)
-        assert [args[0] for args in found] == ["during 1", "during 2", "after"]
-        ana.disconnect()
+        publisher.join()
+        publish(tryton_db, *range(10, 15), channel=channel)
+        second = RealtimeServer(
+            appliance.directory, tryton_db.name, log, port=first.port
+        )
+        for node in nodes:
+            # The reconnected socket resumes from the last position it saw.
+            start = node.wait_for(lambda m: m.get("type") == "disconnect")[0]
+            node.wait_for(lambda m: m.get("type") == "connect", 60, start=start)
+            last = _node_messages(node, channel)[-1][2]
+            (answer,) = node.emit("resume", last, [channel])
+            assert "resync" not in answer, answer
+        _wait(lambda: all(len(c.answers) == 2 for c in clients), "the resume")
+        publish(tryton_db, *range(15, 20), channel=channel)
+        expected = list(range(20))
+        _wait(
+            lambda: (
+                all(len(c.messages()) >= 20 for c in clients)
+                and all(len(_node_messages(n, channel)) >= 20 for n in nodes)
+            ),
+            "every message",
+            DEADLINE,
+        )
+        for client in clients:
+            assert client.messages() == expected
+            assert "resync" not in client.answers[1], client.answers
+            # A transport lost (reconnecting), not the server's disconnect.
+            assert client.reasons == [client.client.reason.TRANSPORT_ERROR]
+        for node in nodes:
+            assert [args[0] for args in _node_messages(node, channel)] == expected
+            disconnects = [
+                m["reason"] for m in node.messages if m.get("type") == "disconnect"
+            ]
+            assert len(disconnects) == 1, disconnects
+            assert disconnects[0] in ("transport close", "transport error")
+        assert "Traceback" not in log.read_text()
     finally:
-        second.stop()
+        for client in clients:
+            client.client.disconnect()
+        for node in nodes:
+            node.close()
+        if second is not None:
+            second.stop()
+        elif first.process.poll() is None:
+            first.stop()
 
 
 def test_past_the_retention_window_clients_resync(

@@ -223,9 +223,18 @@ def test_garbage_releases_the_connection_at_once(liveness_server, wait_until):
 
 
 def test_shutdown_does_not_wait_for_a_silent_client(liveness_server, silent_clients):
+    """And it ends the session as a server going away, so that clients
+    reconnect: a close frame 1001, and no Engine.IO close packet before it
+    (python-socketio's client never reconnects after one)."""
     # Pings far apart: the session ends by the shutdown, not a ping timeout.
     server = liveness_server(ping_interval=60, ping_timeout=60)
-    silent_clients.append(open_silent_client(server.url))
+    sock = open_silent_client(server.url)
+    silent_clients.append(sock)
     server.process.send_signal(signal.SIGTERM)
     assert server.stop() == 0
     assert not [line for line in server.stderr.lines if "Killing" in line]
+    header = recv_exactly(sock, 2)
+    assert header[0] == 0x88, header  # the close frame, no text frame first
+    code = int.from_bytes(recv_exactly(sock, header[1] & 0x7F)[:2], "big")
+    assert code == 1001
+    assert sock.recv(65536) == b""

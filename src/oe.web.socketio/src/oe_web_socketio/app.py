@@ -43,7 +43,7 @@ from oe_web_socketio.limits import set_limits
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
 from oe_web_socketio.routing import Router, method_not_allowed, send
-from oe_web_socketio.server import use_websocket_transport
+from oe_web_socketio.server import going_away, use_websocket_transport
 from oe_web_socketio.sessions import SessionWatch
 from oe_web_socketio.sockets import Server, SocketIO
 from oe_web_socketio.static import static_route
@@ -273,15 +273,23 @@ class Application:
     def shutdown(self) -> None:
         """Close every client session and stop Socket.IO's background tasks.
 
-        Does not wait for the clients: each one is sent a close packet, and
-        its connection ends when the client has read it. Clients told so
-        reconnect on their own, to this server once it is back.
+        The sessions end as a lost connection, never as the server's
+        disconnect: no Socket.IO ``DISCONNECT`` and no Engine.IO ``close``
+        packet, which tell a client not to come back (socket.io-client's
+        "io server disconnect"; python-socketio's client stops
+        reconnecting). A WebSocket gets a close frame 1001 (going away)
+        and is shut down; a held polling request is answered empty, and
+        the next one finds nobody listening. Clients then reconnect on
+        their own, to this server once it is back, and resume. Does not
+        wait for the clients.
         """
         eio = self.sio.eio
+        going_away(eio)
         sessions = list(eio.sockets.values())
         logger.info("Closing %d client session(s)", len(sessions))
         for session in sessions:
-            session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+            # abort: without the close packet.
+            session.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
         self.sio.shutdown()
         if self.sessions is not None:
             self.sessions.stop()

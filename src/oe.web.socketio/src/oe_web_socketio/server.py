@@ -115,6 +115,11 @@ def is_websocket_request(environ: dict[str, Any]) -> bool:
     return upgrade.lower() == "websocket"
 
 
+#: WebSocket close codes (RFC 6455, 7.4.1): normal closure, and an endpoint
+#: going away, such as a server shutting down.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+
 #: The ``environ`` key :class:`WebSocketTransport` sets once it has taken
 #: the request's connection over (answered ``101`` itself).
 TAKEN_OVER = "oe_web_socketio.websocket"
@@ -475,14 +480,18 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
     #: it waits for the client to read (gevent switches only then).
     sending: bool = False
 
+    #: The status code of the close frame: 1000 (normal closure), or 1001
+    #: (going away) once :func:`going_away` was called for the server.
+    close_code: int = CLOSE_NORMAL
+
     def close(self) -> None:
         """Send a close frame if still connected, then shut the connection
         down, whatever the peer does.
 
         The close frame has the code and reason :func:`close_session` gave
-        the session, or else 1000 and no reason.
+        the session, or else :attr:`close_code` and no reason.
         """
-        code, reason = getattr(self.session, CLOSE_FRAME, (1000, None))
+        code, reason = getattr(self.session, CLOSE_FRAME, (self.close_code, None))
         try:
             if self.ws.connected:
                 self.ws.close(reason=code, message=reason)
@@ -507,9 +516,18 @@ def use_websocket_transport(eio: engineio.Server) -> None:
 
     python-engineio 4.15.1 takes the class from the private ``_async``
     table of its async driver, a module-level dict shared by every server:
-    *eio* is given a copy of its own.
+    *eio* is given a copy of its own, with a subclass of its own, whose
+    :attr:`~WebSocketTransport.close_code` :func:`going_away` sets.
     """
-    eio._async = {**eio._async, "websocket": WebSocketTransport}
+    transport = type(WebSocketTransport.__name__, (WebSocketTransport,), {})
+    eio._async = {**eio._async, "websocket": transport}
+
+
+def going_away(eio: engineio.Server) -> None:
+    """From now on, close the WebSockets of *eio* with 1001 (going away):
+    the server is shutting down, the client may come back (see
+    :meth:`~oe_web_socketio.app.Application.shutdown`)."""
+    eio._async["websocket"].close_code = CLOSE_GOING_AWAY
 
 
 class Server(WSGIServer):
