@@ -235,9 +235,9 @@ class Handler(WSGIHandler):
             self.close_connection = True
 
     def log_request(self) -> None:
-        if (isinstance(self.code, int) and self.code >= 400) or self.environ.get(
-            REFUSED
-        ):
+        # No environ for a request gevent could not parse (its 400).
+        environ = self.environ or {}
+        if (isinstance(self.code, int) and self.code >= 400) or environ.get(REFUSED):
             with logs.client_fault():
                 super().log_request()
         else:
