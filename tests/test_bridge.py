@@ -407,9 +407,10 @@ class ResumingClient:
     def _disconnected(self, reason: str) -> None:
         self.reasons.append(reason)
         # python-engineio 4.15.1 leaves the socket of a lost WebSocket open
-        # (a ResourceWarning once the reconnection drops it): close it.
+        # (a ResourceWarning once the reconnection drops it): close it. Not
+        # on disconnect(), whose read loop still waits on it.
         ws = getattr(self.client.eio, "ws", None)
-        if ws is not None:
+        if reason == self.client.reason.TRANSPORT_ERROR and ws is not None:
             ws.shutdown()
 
     def _message(self, *args) -> None:
