@@ -39,10 +39,17 @@ BUILD_INPUTS := buildout.cfg appliance.cfg versions.cfg $(wildcard local.cfg) \
 	examples/wsgi_chat/pyproject.toml examples/webpy_chat/pyproject.toml \
 	examples/flask_chat/pyproject.toml
 
-.PHONY: run test build deps stop
+.PHONY: run test build deps stop not-running
 
-run: build
+run: not-running build
 	bin/start
+
+# A second `make run` while the stack runs says so before building anything
+# (bin/start refuses it too, in one line).
+not-running:
+	@if [ -x bin/supervisorctl ] && bin/supervisorctl pid >/dev/null 2>&1; then \
+		echo "make: the appliance is already running: 'make stop' stops it, 'bin/start --daemon' checks it" >&2; \
+		exit 1; fi
 
 test: build .venv/bin/ruff
 	.venv/bin/ruff check .
@@ -51,9 +58,14 @@ test: build .venv/bin/ruff
 
 build: deps .installed.cfg node_modules/.package-lock.json
 
+# Returns once supervisord, hence every program, is gone (its shutdown
+# returns before), so that a `make run` right after it starts afresh.
 stop:
-	@if [ -x bin/supervisorctl ] && bin/supervisorctl pid >/dev/null 2>&1; then \
-		bin/supervisorctl shutdown; else echo "The appliance is not running."; fi
+	@if [ -x bin/supervisorctl ] && pid=$$(bin/supervisorctl pid 2>/dev/null); then \
+		bin/supervisorctl shutdown; \
+		for i in $$(seq 1500); do kill -0 $$pid 2>/dev/null || exit 0; sleep 0.1; done; \
+		echo "make: supervisord (pid $$pid) did not stop within 150 s" >&2; exit 1; \
+	else echo "The appliance is not running."; fi
 
 # Install the Debian packages that are missing, and only those.
 deps:

@@ -9,11 +9,13 @@ the command a user would run.
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -218,40 +220,133 @@ def test_a_postgresql_that_will_not_start(copy):
     assert "var/log/postgresql.log" in line
 
 
-def test_the_foreground_start_stops_the_stack_on_ctrl_c(copy):
-    assert copy.configure().returncode == 0
+def _copy_processes(copy: ApplianceCopy) -> list[str]:
+    """The processes of the copy: those whose command line or working
+    directory is in it (PostgreSQL's backends run in its data directory)."""
+    where = str(copy.directory)
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if where in cmdline or cwd == where or cwd.startswith(where + "/"):
+            found.append(f"{proc.name} {cmdline.strip()} (in {cwd})")
+    return found
+
+
+def _assert_nothing_left(copy: ApplianceCopy) -> None:
+    assert _copy_processes(copy) == []
+    assert not (copy.directory / "var" / "run" / "supervisord.pid").exists()
+    for port in copy.ports:
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} open"
+
+
+class ForegroundStart:
+    """``bin/start`` of the copy as ``make run`` runs it in a terminal: in a
+    process group of its own, where Ctrl-C sends SIGINT to every process
+    (exec resets pytest's handler to the default, as a terminal has it).
+    Its output is read by a thread, so that waits stay bounded."""
+
+    def __init__(self, copy: ApplianceCopy) -> None:
+        self.copy = copy
+        self.process = subprocess.Popen(
+            [copy.bin("start")],
+            cwd=copy.directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=clean_environment(),
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_until(self, condition, what: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, f"exited before {what}: {self.output}"
+            assert time.monotonic() < deadline, f"no {what}: {self.output}"
+            time.sleep(0.1)
+
+    def ctrl_c(self) -> None:
+        os.killpg(self.process.pid, signal.SIGINT)
+
+    def terminate(self) -> None:
+        """SIGTERM to bin/start alone, as ``kill PID`` does."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def finish(self, timeout: float = 180) -> int:
+        """Wait for the exit (killing the group past *timeout*); return it."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
+        finally:
+            self._reader.join(5)
+            self.process.stdout.close()
+        return self.process.returncode
+
+
+def _trytond_admin_runs(copy: ApplianceCopy) -> bool:
+    return any("bin/trytond-admin" in p for p in _copy_processes(copy))
+
+
+def test_ctrl_c_or_sigterm_at_any_moment_of_the_start_leaves_nothing_running(copy):
+    """The first run's database creation, interrupted by Ctrl-C, then by a
+    SIGTERM to bin/start alone (bash would run its trap only once
+    trytond-admin ended); the start-up interrupted by Ctrl-C; the run that
+    completes it refuses a second foreground run; Ctrl-C stops the stack.
+    Each time, once bin/start has exited, no process of the copy is left."""
+    assert copy.configure("[settings]\ndatabase = interrupted\n").returncode == 0
     if copy.supervisord_running():
         copy.shutdown()
-    # As in a terminal, SIGINT is at its default in the child (exec resets
-    # pytest's handler); a background job of a non-interactive shell would
-    # have it ignored instead.
-    start = subprocess.Popen(
-        [copy.bin("start")],
-        cwd=copy.directory,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=clean_environment(),
-    )
+    for interrupt, status in (("ctrl_c", 130), ("terminate", 143)):
+        start = ForegroundStart(copy)
+        start.wait_until(lambda: _trytond_admin_runs(copy), "trytond-admin")
+        getattr(start, interrupt)()
+        assert start.finish() == status, start.output
+        assert "Interrupted: stopping the appliance" in start.output
+        _assert_nothing_left(copy)
+    pid_file = copy.directory / "var" / "run" / "supervisord.pid"
+    start = ForegroundStart(copy)
+    start.wait_until(pid_file.exists, "supervisord")
+    start.ctrl_c()
+    assert start.finish() == 130, start.output
+    _assert_nothing_left(copy)
+    start = ForegroundStart(copy)
     try:
-        seen = []
-        for line in start.stdout:
-            seen.append(line)
-            if "Ctrl-C stops the whole stack" in line:
-                break
-        assert "Ctrl-C stops the whole stack" in "".join(seen), "".join(seen)
+        start.wait_until(
+            lambda: "Ctrl-C stops the whole stack" in start.output, "start"
+        )
         assert set(copy.status().values()) == {"RUNNING"}
-        start.send_signal(signal.SIGINT)
-        rest, _ = start.communicate(timeout=120)
+        line = _one_line_failure(copy.run("start"))
+        assert "the appliance is already running" in line
+        assert "make stop" in line
+        # The tests' appliance fixture checks a running stack so.
+        assert copy.run("start", "--daemon").returncode == 0
+        start.ctrl_c()
     finally:
-        if start.poll() is None:
-            start.kill()
-            start.wait()
-        start.stdout.close()
-    assert start.returncode == 0
-    assert "Stopping the appliance" in rest
-    assert not copy.supervisord_running()
+        status = start.finish()
+    assert status == 0, start.output
+    assert "Stopping the appliance" in start.output
+    _assert_nothing_left(copy)
 
 
 def test_an_external_server_that_cannot_be_reached(copy):
