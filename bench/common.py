@@ -72,12 +72,14 @@ def start_target(
     port: int,
     wrapper: list[str] | None = None,
     env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
 ) -> subprocess.Popen:
     """Start the server to measure on *port*; return once it accepts.
 
     :param wrapper: a script (and its arguments) that runs the server's
         command, such as ``bench/memory_probe.py``.
     :param env: variables added to the server's environment.
+    :param extra: more arguments of the ``oe`` server (e.g. ``-c FILE``).
     """
     env = {
         **os.environ,
@@ -98,6 +100,7 @@ def start_target(
             "warning",
             "--namespace",
             "/bench=bench.namespaces:Bench",
+            *(extra or []),
         ]
     else:
         raise SystemExit(f"unknown target {target!r}: plain or oe")

@@ -12,8 +12,12 @@ methods only (``create_queue``, ``send_packet``, ``handle_request``,
   makes it grow until the ping timeout ends the session, 45 s later by
   default: 1 MiB a second for one such client at 100 messages of 10 KB a
   second. Here each session's queue (:class:`PacketQueue`) counts the bytes
-  of the messages it holds; a message that would take it past the cap is
-  not queued, and the session is closed at once with one log line. The
+  of the messages it holds; a message that would take it past the cap,
+  while the client is not taking what it is sent (its WebSocket writer
+  waits for it to read, or no poll of it is waiting), is not queued, and
+  the session is closed at once with one log line. A backlog the server
+  made itself, too busy to write to clients that read, is let through:
+  cutting those clients would not help them. The
   messages already queued are dropped, so their memory goes back at once.
   The other sessions are not touched: the refusal happens in the emitting
   greenlet, before the packet is queued, and costs a comparison.
