@@ -130,7 +130,7 @@ def test_a_websocket_client_that_stops_reading_is_disconnected(limited):
             # cut it too), and everything it got is in order.
             if number % 5 == 4:
                 while len(received) <= number:
-                    event, payload, *_ = good.next()
+                    _event, payload, *_ = good.next()
                     received.append(payload["n"])
                 assert received == list(range(number + 1))
                 if number % 10 == 9 and lines(server, SLOW_READER, 0):
