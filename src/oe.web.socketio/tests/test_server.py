@@ -335,3 +335,41 @@ def test_a_client_gone_in_the_middle_of_an_upgrade_is_no_error(spawn_server):
     client.disconnect()
     lines = server.stderr.lines
     assert not [line for line in lines if "Traceback" in line or "ERROR" in line], lines
+
+
+def accepted_extensions(url: str) -> list[str]:
+    """Open a WebSocket offering ``permessage-deflate``, as every browser
+    does; return the names of the extensions the server accepted."""
+    from wsproto.extensions import PerMessageDeflate
+
+    host, port = url.removeprefix("http://").split(":")
+    connection = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            connection.send(
+                wsproto.events.Request(
+                    host=host,
+                    target="/socket.io/?EIO=4&transport=websocket",
+                    extensions=[PerMessageDeflate()],
+                )
+            )
+        )
+        while True:
+            chunk = sock.recv(65536)
+            assert chunk, "closed before the handshake's answer"
+            connection.receive_data(chunk)
+            for event in connection.events():
+                assert isinstance(event, wsproto.events.AcceptConnection), event
+                return [extension.name for extension in event.extensions]
+
+
+def test_websocket_compression_is_off_unless_set(spawn_server, tmp_path):
+    """permessage-deflate, which browsers always offer, is refused by
+    default (simple-websocket accepts it whenever offered: twice the CPU
+    per delivery and ~90 KiB of zlib state per connection), and accepted
+    with ``websocket_compression``."""
+    assert accepted_extensions(spawn_server().url) == []
+    config = tmp_path / "compression.conf"
+    config.write_text("[oe_web_socketio]\nwebsocket_compression = true\n")
+    compressing = spawn_server("-c", str(config))
+    assert accepted_extensions(compressing.url) == ["permessage-deflate"]

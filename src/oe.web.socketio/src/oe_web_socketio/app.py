@@ -153,7 +153,7 @@ class Application:
         self.bus: TrytonBus | None = None
         self.sio = Server(**socketio_options(config))
         # So that a WebSocket ends with its Engine.IO session.
-        use_websocket_transport(self.sio.eio)
+        use_websocket_transport(self.sio.eio, compression=config.websocket_compression)
         # Caps: bytes queued per client, sessions, unused handshakes.
         set_limits(self.sio.eio, config)
         self.socketio = SocketIO(

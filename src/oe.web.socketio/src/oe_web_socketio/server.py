@@ -334,13 +334,22 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
         self.received = 0
         self.request_environ: dict[str, Any] = {}
 
+    #: Whether the WebSocket accepts ``permessage-deflate`` when the
+    #: client offers it (see :attr:`.Config.websocket_compression`; set by
+    #: :func:`use_websocket_transport`). simple-websocket 1.1.0 always
+    #: accepts it: without it, the handshake it reads lacks the offer.
+    compression: bool = False
+
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         self.request_environ = environ
         try:
             # As the base class, for gevent (simple-websocket's mode).
-            self.ws = _SimpleWebSocket(environ, **self.server_args)
+            self.ws = _SimpleWebSocket(
+                environ if self.compression else without_extensions(environ),
+                **self.server_args,
+            )
             result: Iterable[bytes] = self.app(self)
             return result
         except OSError as exc:
@@ -510,7 +519,17 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
                 self.ws.sock.shutdown(socket.SHUT_RDWR)
 
 
-def use_websocket_transport(eio: engineio.Server) -> None:
+def without_extensions(environ: dict[str, Any]) -> dict[str, Any]:
+    """A copy of *environ* without the client's WebSocket extension offers
+    (``Sec-WebSocket-Extensions``), so that none is accepted."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if key != "HTTP_SEC_WEBSOCKET_EXTENSIONS"
+    }
+
+
+def use_websocket_transport(eio: engineio.Server, *, compression: bool = False) -> None:
     """Make *eio* (``gevent`` async mode) serve WebSocket with
     :class:`WebSocketTransport`.
 
@@ -518,8 +537,13 @@ def use_websocket_transport(eio: engineio.Server) -> None:
     table of its async driver, a module-level dict shared by every server:
     *eio* is given a copy of its own, with a subclass of its own, whose
     :attr:`~WebSocketTransport.close_code` :func:`going_away` sets.
+
+    :param compression: accept ``permessage-deflate`` when a client offers
+        it (:attr:`.Config.websocket_compression`).
     """
-    transport = type(WebSocketTransport.__name__, (WebSocketTransport,), {})
+    transport = type(
+        WebSocketTransport.__name__, (WebSocketTransport,), {"compression": compression}
+    )
     eio._async = {**eio._async, "websocket": transport}
 
 
