@@ -41,6 +41,9 @@ def recorder(clock):
     """A handler with a rate limit of 3 lines a minute, on a logger of the
     test's."""
     handler = Recorder()
+    # No request's client: tests that call the application in this
+    # greenlet leave theirs in its context.
+    token = logs.CLIENT.set(None)
     logger = logging.getLogger("oe_web_socketio.tests.logs")
     handler.rate_limit = logs.RateLimit(3, clock=clock, max_keys=4, summaries=logger)
     handler.addFilter(handler.rate_limit)
@@ -50,6 +53,7 @@ def recorder(clock):
     yield handler
     logger.removeHandler(handler)
     logger.propagate = True
+    logs.CLIENT.reset(token)
 
 
 def log(level, message, *args, client=None, **extra):
