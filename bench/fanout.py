@@ -69,6 +69,23 @@ def connect(url: str, transport: str) -> socketio.Client:
     return client
 
 
+def publish_paced(
+    publisher, messages: int, rate: float, size: int, started: float
+) -> None:
+    """Publish *messages* of *size* bytes to :data:`CHANNEL`, the n-th at
+    ``started + n / rate`` (the schedule, not the previous send, sets the
+    pace), each stamped with its ``seq`` and send time ``ts``."""
+    payload = "x" * size
+    interval = 1.0 / rate
+    for seq in range(messages):
+        publisher.emit(
+            "publish",
+            {"channel": CHANNEL, "seq": seq, "ts": time.time(), "data": payload},
+            namespace=NAMESPACE,
+        )
+        gevent.sleep(max(0.0, started + (seq + 1) * interval - time.time()))
+
+
 def open_clients(url: str, count: int, transport: str) -> list[socketio.Client]:
     clients: list[socketio.Client] = []
     for batch in range(0, count, 50):
@@ -171,17 +188,9 @@ def run(args: argparse.Namespace) -> dict:
                 raise SystemExit("a client process failed to start")
         publisher = connect(url, args.transport)
 
-        payload = "x" * args.size
         cpu_before = cpu_seconds(server.pid)
         started = time.time()
-        interval = 1.0 / args.rate
-        for seq in range(args.messages):
-            publisher.emit(
-                "publish",
-                {"channel": CHANNEL, "seq": seq, "ts": time.time(), "data": payload},
-                namespace=NAMESPACE,
-            )
-            gevent.sleep(max(0.0, started + (seq + 1) * interval - time.time()))
+        publish_paced(publisher, args.messages, args.rate, args.size, started)
         results = [
             json.loads(read_line(worker, args.drain + 180, "result"))
             for worker in workers

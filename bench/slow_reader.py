@@ -48,7 +48,7 @@ from common import (  # noqa: E402
     stop,
     watchdog,
 )
-from fanout import CHANNEL, NAMESPACE, connect  # noqa: E402
+from fanout import CHANNEL, NAMESPACE, connect, publish_paced  # noqa: E402
 
 SERVER_CPU = 1
 CLIENT_CPU = 0
@@ -176,15 +176,7 @@ def run(args: argparse.Namespace) -> dict:
                 gevent.sleep(args.sample)
 
         sampler = gevent.spawn(sample)
-        payload = "x" * args.size
-        interval = 1.0 / args.rate
-        for seq in range(args.messages):
-            publisher.emit(
-                "publish",
-                {"channel": CHANNEL, "seq": seq, "ts": time.time(), "data": payload},
-                namespace=NAMESPACE,
-            )
-            gevent.sleep(max(0.0, started + (seq + 1) * interval - time.time()))
+        publish_paced(publisher, args.messages, args.rate, args.size, started)
         result = json.loads(read_line(worker, args.drain + 180, "result"))
         sampler.kill()
         samples.append(
