@@ -112,6 +112,14 @@ def test_from_file_empty_values(tmp_path):
     assert config.message_log_format is None  # no message log
 
 
+@pytest.mark.parametrize(("value", "expected"), [("", None), ("Auto", None), ("0", 0)])
+def test_max_connections_auto_follows_the_open_files_limit(tmp_path, value, expected):
+    # None: derived at start (oe_web_socketio.limits.session_limit).
+    assert Config().max_connections is None
+    path = write_config(tmp_path, f"[oe_web_socketio]\nmax_connections = {value}\n")
+    assert Config.from_file(path).max_connections == expected
+
+
 @pytest.mark.parametrize(
     ("line", "key", "problem"),
     [
@@ -141,6 +149,8 @@ def test_from_file_empty_values(tmp_path):
         ),
         ("cors_allowed_origins = *, https://x.org", "cors_allowed_origins", "'*'"),
         ("max_event_size = 0", "max_event_size", "must be at least 1, got 0"),
+        ("max_connections = -1", "max_connections", "must be at least 0, got -1"),
+        ("max_connections = many", "max_connections", "not an integer: 'many'"),
         (
             "message_log_format = %(who)s",
             "message_log_format",
@@ -225,6 +235,8 @@ def test_replace_returns_a_validated_copy():
         ({"port": True}, "port: must be an integer"),
         ({"ping_interval": "1"}, "ping_interval: must be a number"),
         ({"trytond_config": 3}, "trytond_config: must be a string or None"),
+        ({"max_connections": "9"}, "max_connections: must be an integer or None"),
+        ({"max_connections": False}, "max_connections: must be an integer or None"),
         ({"log_level": "debug"}, "log_level: must be one of"),
     ],
 )

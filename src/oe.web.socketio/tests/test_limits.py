@@ -8,15 +8,29 @@ HTTP requests for polling) beside python-socketio clients that behave.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import resource
 import socket
+from pathlib import Path
 
 import pytest
 import requests
 import socketio
 import wsproto
 from engineio import packet as eio_packet
-from oe_web_socketio.limits import PacketQueue, QueueFull, packet_size
+from oe_web_socketio.app import Application
+from oe_web_socketio.config import Config
+from oe_web_socketio.exceptions import ConfigError
+from oe_web_socketio.limits import (
+    PacketQueue,
+    QueueFull,
+    packet_size,
+    raise_open_files_limit,
+    reserved_descriptors,
+    session_limit,
+)
 from socketio_testing import (
     NAMESPACE_OPTIONS,
     TIMEOUT,
@@ -78,6 +92,63 @@ def test_one_message_larger_than_the_cap_passes_alone():
         queue.put(message(1))
     assert packet_size(queue.get_nowait()) == 500
     queue.put(message(1))
+
+
+@contextlib.contextmanager
+def soft_open_files_limit(soft: int):
+    """This process's soft limit of open files at *soft* (no more than the
+    hard one) meanwhile; yields the limits set."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = before[1]
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        yield soft, hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def test_the_soft_limit_of_open_files_is_raised_to_the_hard_one():
+    with soft_open_files_limit(256) as (soft, hard):
+        if hard == resource.RLIM_INFINITY:
+            pytest.skip("no hard limit of open files")
+        assert raise_open_files_limit() == (soft, hard)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        assert raise_open_files_limit() == (hard, hard)
+
+
+def test_max_connections_follows_from_the_open_files_limit():
+    # 20,000 open files (the hard limit here), 200 for the server itself.
+    assert session_limit(Config(), 20_000, 200) == 19_800
+    assert session_limit(Config(), 20_000, 200, per_session=2) == 9_900
+    assert session_limit(Config(max_connections=9_900), 20_000, 200, 2) == 9_900
+    assert session_limit(Config(max_connections=0), 1_000, 2_000) is None
+    with pytest.raises(ConfigError) as refused:
+        session_limit(Config(max_connections=9_901), 20_000, 200, 2)
+    assert refused.value.key == "max_connections"
+    assert str(refused.value) == (
+        "max_connections: 9901 sessions need about 20002 open files, the limit "
+        "is 20000 (200 for the server itself): raise the hard limit of open "
+        "files (ulimit -Hn, systemd's LimitNOFILE) or set max_connections to "
+        "9900 or less"
+    )
+    with pytest.raises(ConfigError, match=r"the open files limit \(150\) leaves"):
+        session_limit(Config(), 150, 200)
+    # Each database's connections are counted: the cursor pool, trytond's,
+    # the bridge's LISTEN.
+    one = reserved_descriptors(Config(databases=("a",), max_cursor=4))
+    two = reserved_descriptors(Config(databases=("a", "b"), max_cursor=4))
+    assert two - one == 4 + 9 + 1
+
+
+def test_an_application_refuses_more_sessions_than_open_files():
+    with soft_open_files_limit(1024):
+        with pytest.raises(ConfigError, match="5000 sessions need about"):
+            Application(Config(max_connections=5000, load_entry_points=False))
+        application = Application(Config(load_entry_points=False))
+        # simple-websocket's WebSocket holds two descriptors.
+        assert 0 < application.sio.eio.max_connections < 512
 
 
 @pytest.fixture
@@ -211,7 +282,16 @@ def test_a_polling_client_that_stops_polling_is_disconnected(limited):
 
 
 def test_handshakes_beyond_max_connections_are_refused_with_503(limited):
-    server = limited(max_connections=2)
+    with soft_open_files_limit(1024) as (soft, hard):
+        server = limited(max_connections=2)
+    # The server raised its soft limit, and says so.
+    said = server.stderr.wait_for(
+        re.compile(r"Open files limit (\d+) \(raised from (\d+)\); max_connections 2$"),
+        TIMEOUT,
+    )
+    assert said.groups() == (str(hard), str(soft))
+    limits = (Path("/proc") / str(server.pid) / "limits").read_text()
+    assert re.search(rf"Max open files +{hard} +{hard} ", limits)
     first = Client(server.url, "/public").connect()
     second = RawPolling(server.url).open("/public")
     try:

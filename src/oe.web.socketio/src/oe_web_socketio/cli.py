@@ -14,6 +14,10 @@ Invariants:
   listen on) is reported in one line on stderr, without
   a traceback, with exit status :data:`EXIT_USAGE` or :data:`EXIT_LISTEN`.
   Anything else is a bug and keeps its traceback.
+* The soft limit of open files is raised to the hard one before the
+  application is built, whose ``max_connections`` follows from it when not
+  set (:func:`oe_web_socketio.limits.session_limit`); the line after the
+  address says both.
 * SIGTERM and SIGINT stop the server gracefully; the exit status is then
   :data:`EXIT_OK`. A second signal during the shutdown ends the process at
   once.
@@ -239,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(config.log_level, config.log_rate_limit)
 
+    from oe_web_socketio import limits
     from oe_web_socketio.app import Application
     from oe_web_socketio.hosts.tryton import TrytonHost
     from oe_web_socketio.longpolling import RouteError
@@ -246,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from oe_web_socketio.server import make_server
     from oe_web_socketio.sockets import NamespaceError
 
+    # Before the application, whose max_connections follows from it.
+    open_files = limits.raise_open_files_limit()
     try:
         host = TrytonHost.from_config(config)
     except ConfigError as exc:
@@ -264,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_LISTEN
     logger.info(
         "Listening on %s (databases: %s)", server.url, ", ".join(config.databases)
+    )
+    logger.info(
+        limits.describe_open_files(*open_files, application.sio.eio.max_connections)
     )
     application.start()
     serve(server, application)

@@ -24,7 +24,6 @@ import dataclasses
 import difflib
 import ipaddress
 import math
-import types
 import typing
 import urllib.parse
 from collections.abc import Callable
@@ -134,8 +133,11 @@ class Config:
         with one log line. ``0``: no cap. See :mod:`oe_web_socketio.limits`.
     :ivar max_connections: most Engine.IO sessions (clients) the process
         serves at once; a handshake beyond it is answered ``503`` with
-        ``Retry-After``. Each WebSocket holds two file descriptors: keep it
-        under half the process's open files limit. ``0``: no cap.
+        ``Retry-After``. ``None`` (the default; ``auto`` or empty in the
+        file): as many as the process's open files limit leaves room for,
+        once the database connections and a margin are counted (see
+        :func:`oe_web_socketio.limits.session_limit`); a number above that
+        is refused when the server starts. ``0``: no cap.
     :ivar connect_timeout: seconds a client may hold an Engine.IO session
         without asking for a Socket.IO namespace, after which the session
         is closed. ``0``: until its ping timeout.
@@ -174,7 +176,7 @@ class Config:
     session_check_interval: float = 60.0
     log_rate_limit: int = 20
     max_queued_bytes: int = 4 * 1024 * 1024
-    max_connections: int = 5000
+    max_connections: int | None = None
     connect_timeout: float = 10.0
     websocket_compression: bool = False
 
@@ -263,6 +265,12 @@ def _parse_optional_str(key: str, raw: str) -> str | None:
     return raw or None
 
 
+def _parse_optional_int(key: str, raw: str) -> int | None:
+    if raw.lower() in ("", "auto"):
+        return None
+    return _parse_int(key, raw)
+
+
 def read_ini(path: str) -> configparser.ConfigParser:
     """Parse the INI file *path* (no interpolation: ``%`` is literal).
 
@@ -310,6 +318,7 @@ _PARSERS: dict[Any, Callable[[str, str], Any]] = {
     float: _parse_float,
     str: _parse_str,
     str | None: _parse_optional_str,
+    int | None: _parse_optional_int,
     tuple[str, ...]: _parse_list,
 }
 
@@ -333,9 +342,12 @@ def _check_type(key: str, value: object, hint: object) -> None:
     elif hint is str:
         ok = isinstance(value, str)
         expected = "a string"
-    elif isinstance(hint, types.UnionType):  # str | None
+    elif hint == str | None:
         ok = value is None or isinstance(value, str)
         expected = "a string or None"
+    elif hint == int | None:
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        expected = "an integer or None"
     else:  # tuple[str, ...]
         ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         expected = "a tuple of strings"
@@ -376,6 +388,15 @@ def _at_least(minimum: int) -> Callable[[int], str | None]:
         return None
 
     return check
+
+
+def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    """*check*, letting ``None`` (not set) pass."""
+
+    def check_set(value: Any) -> str | None:
+        return None if value is None else check(value)
+
+    return check_set
 
 
 def _positive(value: float) -> str | None:
@@ -490,6 +511,6 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "session_check_interval": _seconds_or_zero,
     "log_rate_limit": _at_least(0),
     "max_queued_bytes": _at_least(0),
-    "max_connections": _at_least(0),
+    "max_connections": _optional(_at_least(0)),
     "connect_timeout": _seconds_or_zero,
 }

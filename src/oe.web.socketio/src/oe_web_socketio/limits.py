@@ -24,7 +24,13 @@ methods only (``create_queue``, ``send_packet``, ``handle_request``,
 * **Sessions per process** (:attr:`Limits.max_connections`): a handshake
   beyond it is answered ``503 Service Unavailable`` with ``Retry-After``
   and no session is created; the refusals are logged at most once every
-  :data:`LOG_INTERVAL` seconds, with their count.
+  :data:`LOG_INTERVAL` seconds, with their count. Every session holds a
+  file descriptor (a WebSocket its connection, a polling client the
+  connection of its pending poll), so the cap follows from the process's
+  open files limit when it is not set (:func:`session_limit`): a server
+  past that limit could not accept a connection, nor open one to its
+  database, for any client. :func:`raise_open_files_limit` first raises
+  the soft limit to the hard one (the command line does, at start).
 * **Sessions that never join a namespace** (:attr:`Limits.connect_timeout`):
   an Engine.IO handshake costs a session, a queue and a ping greenlet until
   its ping timeout; one that has not asked for a Socket.IO namespace within
@@ -43,6 +49,8 @@ the cap: what its writer is sending, and what waits behind it.
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -53,13 +61,18 @@ import gevent.queue
 from engineio import packet as eio_packet
 
 from oe_web_socketio.config import Config
-from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.exceptions import ConfigError, OeWebSocketIOError
 from oe_web_socketio.server import abort_transport, websocket_of
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two log lines about refused handshakes.
 LOG_INTERVAL = 10.0
+
+#: Descriptors kept free beyond those :func:`reserved_descriptors` counts:
+#: log files, a polling client's POST beside its pending poll, held Tryton
+#: bus polls, static files being sent, name lookups.
+DESCRIPTOR_MARGIN = 100
 
 
 class QueueFull(OeWebSocketIOError):
@@ -356,8 +369,117 @@ class Limits:
         super().shutdown()  # type: ignore[misc]
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files (``RLIMIT_NOFILE``) to
+    its hard limit, which any process may do; return the soft limit before
+    and after. It stays where it is when the hard limit is unlimited (Linux
+    refuses that as a soft limit) or the system refuses."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or hard == resource.RLIM_INFINITY:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, hard
+
+
+def descriptors_in_use() -> int:
+    """The file descriptors this process holds now (``0`` where the system
+    does not say: Linux's ``/proc/self/fd`` only)."""
+    try:
+        # Less the descriptor of the listing itself.
+        return len(os.listdir("/proc/self/fd")) - 1
+    except OSError:
+        return 0
+
+
+def reserved_descriptors(config: Config) -> int:
+    """The descriptors a server of *config* holds besides its clients':
+    those open now, its listening socket, for each database its cursor
+    pool (``max_cursor``), trytond's pool (up to ``2 * max_cursor + 1``, see
+    :mod:`oe_web_socketio.hosts.tryton_orm`) and the bridge's ``LISTEN``
+    connection, and :data:`DESCRIPTOR_MARGIN`."""
+    per_database = config.max_cursor + (2 * config.max_cursor + 1) + 1
+    return (
+        descriptors_in_use()
+        + 1
+        + len(config.databases) * per_database
+        + DESCRIPTOR_MARGIN
+    )
+
+
+def session_limit(
+    config: Config, open_files: int, reserved: int, per_session: int = 1
+) -> int | None:
+    """The :attr:`Limits.max_connections` of a server of *config* whose
+    open files limit is *open_files*, holding *reserved* descriptors
+    besides its sessions' *per_session* each: :attr:`.Config.max_connections`
+    if set (``None`` for ``0``, no cap), else as many as fit.
+
+    :raises ConfigError: the setting is above what fits, or nothing fits.
+        Refused rather than lowered with a warning: a number the
+        administrator wrote is capacity planned on, and a shortfall is
+        best seen at start, while someone watches, than as refusals at the
+        busiest hour; left as it is, the server would past the limit fail
+        to accept anyone, or to connect to its database.
+    """
+    setting = config.max_connections
+    if setting == 0:
+        return None
+    if open_files == resource.RLIM_INFINITY:
+        return setting
+    fits = max(0, (open_files - reserved) // per_session)
+    if setting is None and fits > 0:
+        return fits
+    if setting is not None and setting <= fits:
+        return setting
+    remedy = "raise the hard limit of open files (ulimit -Hn, systemd's LimitNOFILE)"
+    if setting is None:
+        problem = f"the open files limit ({open_files}) leaves no room for clients"
+    else:
+        problem = (
+            f"{setting} sessions need about {setting * per_session + reserved} "
+            f"open files, the limit is {open_files}"
+        )
+        remedy += f" or set max_connections to {fits} or less"
+    raise ConfigError(
+        f"{problem} ({reserved} for the server itself): {remedy}",
+        key="max_connections",
+    )
+
+
 def set_limits(eio: Limits, config: Config) -> None:
-    """Give *eio* the caps of *config* (``0`` there: no cap)."""
+    """Give *eio* the caps of *config* (``0`` there: no cap), the number of
+    sessions following from the open files limit when not set (see
+    :func:`session_limit`).
+
+    :raises ConfigError: :attr:`.Config.max_connections` is more than the
+        open files limit allows.
+    """
     eio.max_queued_bytes = config.max_queued_bytes or None
-    eio.max_connections = config.max_connections or None
+    eio.max_connections = session_limit(
+        config,
+        resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        reserved_descriptors(config),
+        descriptors_per_session(eio),
+    )
     eio.connect_timeout = config.connect_timeout or None
+
+
+def descriptors_per_session(eio: Any) -> int:
+    """The file descriptors one session of *eio* holds: its WebSocket
+    transport's ``descriptors`` (simple-websocket's holds two), else one."""
+    transport = getattr(eio, "_async", {}).get("websocket")
+    return int(getattr(transport, "descriptors", 1))
+
+
+def describe_open_files(before: int, limit: int, max_connections: int | None) -> str:
+    """The log line saying the open files limit and the sessions it
+    allows."""
+    raised = f" (raised from {before})" if limit != before else ""
+    if max_connections is None:
+        sessions = "no max_connections"
+    else:
+        sessions = f"max_connections {max_connections}"
+    return f"Open files limit {limit}{raised}; {sessions}"

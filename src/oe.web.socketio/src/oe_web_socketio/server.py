@@ -340,6 +340,11 @@ class WebSocketTransport(engineio_gevent.WebSocketWSGI):
     #: accepts it: without it, the handshake it reads lacks the offer.
     compression: bool = False
 
+    #: File descriptors one WebSocket holds: the accepted connection and
+    #: simple-websocket's ``dup()`` of it (the open files limit allows half
+    #: as many sessions; see :func:`.limits.session_limit`).
+    descriptors: int = 2
+
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
