@@ -21,15 +21,15 @@ __all__ = ["EventError", "Namespace", "SocketIO", "events"]
 
 #: Where each lazily imported name lives.
 _LAZY = {
-    "EventError": "oe_web_socketio.protocol",
+    "EventError": "oe_web_socketio.exceptions",
     "Namespace": "oe_web_socketio.namespace",
     "SocketIO": "oe_web_socketio.sockets",
 }
 
 if TYPE_CHECKING:
     from oe_web_socketio import events
+    from oe_web_socketio.exceptions import EventError
     from oe_web_socketio.namespace import Namespace
-    from oe_web_socketio.protocol import EventError
     from oe_web_socketio.sockets import SocketIO
 
 

@@ -60,6 +60,7 @@ Import this module after :func:`oe_web_socketio.patch.patch`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -218,8 +219,8 @@ class Bridge:
                 database,
                 self.conninfo(database),
                 handlers,
-                on_connect=lambda conn, s=state: self._connected(s, conn),
-                on_idle=lambda conn, s=state: self._catch_up(s, conn),
+                on_connect=functools.partial(self._connected, state),
+                on_idle=functools.partial(self._catch_up, state),
             )
             state.listener.start()
 
@@ -463,7 +464,7 @@ class Bridge:
         """
         database = socket.database
         state = self.outboxes.get(database) if database is not None else None
-        if state is None or state.epoch is None:
+        if database is None or state is None or state.epoch is None:
             rejoin()
             raise DatabaseUnavailable(
                 database or "-", "the database bridge is not connected"

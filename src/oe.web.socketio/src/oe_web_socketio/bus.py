@@ -90,8 +90,9 @@ from oe_web_socketio.exceptions import (
     AuthenticationError,
     ConfigError,
     DatabaseUnavailable,
+    HTTPError,
 )
-from oe_web_socketio.routing import HTTPError, Request, Response, Route
+from oe_web_socketio.routing import Request, Response, Route
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +377,8 @@ class TrytonBus:
             address = auth.client_address(environ, self.trusted_proxies)
             logger.error("Cannot authenticate a bus poll from %s: %s", address, exc)
             return _unavailable("try again later")
-        if identity is None:
+        # The bus speaks of Tryton users, whose ids are integers.
+        if identity is None or not isinstance(identity.uid, int):
             headers = []
             if environ.get("HTTP_X_REQUESTED_WITH") != "XMLHttpRequest":
                 headers.append(("WWW-Authenticate", 'Basic realm="Tryton"'))

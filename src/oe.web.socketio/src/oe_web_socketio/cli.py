@@ -10,10 +10,12 @@ Invariants:
 * Settings come from the defaults, overridden by the configuration file
   (``-c``), overridden by the other options.
 * A fault of the user (a bad option, a bad configuration file, a
-  namespace that cannot be registered, an address the server cannot
-  listen on) is reported in one line on stderr, without
-  a traceback, with exit status :data:`EXIT_USAGE` or :data:`EXIT_LISTEN`.
-  Anything else is a bug and keeps its traceback.
+  namespace or route that cannot be registered, an address the server
+  cannot listen on: a :class:`~oe_web_socketio.exceptions.UserError`,
+  caught in one place, :func:`main`) is reported in one line on stderr,
+  without a traceback, with exit status :data:`EXIT_LISTEN` for a
+  :class:`~oe_web_socketio.exceptions.ListenError`, :data:`EXIT_USAGE`
+  for the others. Anything else is a bug and keeps its traceback.
 * The soft limit of open files is raised to the hard one before the
   application is built, whose ``max_connections`` follows from it when not
   set (:func:`oe_web_socketio.limits.session_limit`); the line after the
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from oe_web_socketio import __version__
 from oe_web_socketio.config import LOG_LEVELS, Config
-from oe_web_socketio.exceptions import ConfigError, ListenError, OeWebSocketIOError
+from oe_web_socketio.exceptions import ConfigError, ListenError, UsageError, UserError
 from oe_web_socketio.patch import patch
 
 if TYPE_CHECKING:
@@ -55,10 +57,6 @@ EXIT_USAGE = 2
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 logger = logging.getLogger(__name__)
-
-
-class UsageError(OeWebSocketIOError):
-    """The command line is invalid; the message says why."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -221,6 +219,13 @@ def serve(server: Server, application: Application) -> None:
     logger.info("Stopped")
 
 
+def user_error_message(exc: UserError) -> str:
+    """The one line telling the user what to change."""
+    if isinstance(exc, ListenError):
+        return listen_error_message(exc)
+    return str(exc)
+
+
 def _fail(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr)
 
@@ -236,39 +241,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     patch()
     try:
-        args = build_parser().parse_args(argv)
-        config = load_config(args)
-    except (UsageError, ConfigError) as exc:
-        _fail(str(exc))
-        return EXIT_USAGE
+        return _run(argv)
+    except UserError as exc:
+        _fail(user_error_message(exc))
+        return EXIT_LISTEN if isinstance(exc, ListenError) else EXIT_USAGE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse, build, listen and serve: :func:`main` without its one
+    handler of :class:`UserError`."""
+    config = load_config(build_parser().parse_args(argv))
     configure_logging(config.log_level, config.log_rate_limit)
 
     from oe_web_socketio import limits
     from oe_web_socketio.app import Application
     from oe_web_socketio.hosts.tryton import TrytonHost
-    from oe_web_socketio.longpolling import RouteError
-    from oe_web_socketio.routing import DuplicateRouteError
     from oe_web_socketio.server import make_server
-    from oe_web_socketio.sockets import NamespaceError
 
     # Before the application, whose max_connections follows from it.
     open_files = limits.raise_open_files_limit()
-    try:
-        host = TrytonHost.from_config(config)
-    except ConfigError as exc:
-        _fail(str(exc))
-        return EXIT_USAGE
-    try:
-        application = Application(config, host)
-    except (NamespaceError, RouteError, DuplicateRouteError, ConfigError) as exc:
-        _fail(str(exc))
-        return EXIT_USAGE
+    host = TrytonHost.from_config(config)
+    application = Application(config, host)
     server = make_server(config, application)
-    try:
-        server.start()
-    except ListenError as exc:
-        _fail(listen_error_message(exc))
-        return EXIT_LISTEN
+    server.start()
     logger.info(
         "Listening on %s (databases: %s)", server.url, ", ".join(config.databases)
     )

@@ -42,8 +42,12 @@ import socketio
 from socketio import exceptions as sio_exceptions
 
 from oe_web_socketio import auth
-from oe_web_socketio.exceptions import AuthenticationError, DatabaseUnavailable
-from oe_web_socketio.hosts import HostError
+from oe_web_socketio.exceptions import (
+    AuthenticationError,
+    DatabaseUnavailable,
+    EventError,
+    HostError,
+)
 from oe_web_socketio.namespace import Namespace, Request, shorten
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
@@ -56,7 +60,6 @@ from oe_web_socketio.protocol import (
     UNAVAILABLE,
     UNKNOWN_EVENT,
     UNKNOWN_NAMESPACE,
-    EventError,
     IncomingEvent,
     error_payload,
 )

@@ -52,14 +52,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, overload
 
-from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.exceptions import HookError
 
 Hook = Callable[..., Any]
-
-
-class HookError(OeWebSocketIOError, ValueError):
-    """A hook cannot be registered as asked (e.g. ``on_connect`` with a
-    channel, or an invalid regular expression)."""
 
 
 class Event:

@@ -1,20 +1,57 @@
-"""Exceptions of :mod:`oe_web_socketio`.
+"""Exceptions of :mod:`oe_web_socketio`: every one the package defines.
 
-Every exception raised on purpose by this package derives from
-:class:`OeWebSocketIOError`, so a caller can tell our errors apart from
-bugs. The subclasses here describe faults of the user or of the
-environment (a bad configuration file, a port already taken); they carry
-their context as attributes and their message is meant to be shown as is.
+Invariants:
+
+* Every exception raised on purpose by this package derives from
+  :class:`OeWebSocketIOError`, so a caller can tell our errors apart from
+  bugs. The other modules import their exceptions from here and re-export
+  the ones they made public before (``from oe_web_socketio.limits import
+  QueueFull`` still works).
+* Three families sit under the root:
+
+  - :class:`UserError`: a fault of whoever set the server up (its
+    configuration, command line, a namespace or route declared wrong, a
+    port already taken). Raised while the server starts; the command line
+    reports any of them in one line, without a traceback
+    (:func:`oe_web_socketio.cli.main`).
+  - :class:`ClientError`: what a client sent is refused (a bad session, a
+    refused event, a malformed packet or request). The client is told,
+    the server logs at most one line, never a traceback.
+  - the others are faults or signals of the running server (a database
+    unavailable, the host failing, a queue full, a poll timing out): the
+    code that raises them documents who catches them.
+
+* An exception carries its context as attributes, and its message is
+  meant to be shown as is.
+* This module imports only the standard library (and, for type checking,
+  the classes named in messages), so that every module can import it.
 """
 
 from __future__ import annotations
+
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oe_web_socketio.routing import Route
+    from oe_web_socketio.sockets import Registration
 
 
 class OeWebSocketIOError(Exception):
     """Root of the exceptions raised by :mod:`oe_web_socketio`."""
 
 
-class ConfigError(OeWebSocketIOError):
+class UserError(OeWebSocketIOError):
+    """A fault of whoever set the server up, not a bug: the message says
+    what to change, and is shown in one line without a traceback."""
+
+
+class ClientError(OeWebSocketIOError):
+    """What a client sent is refused; the client is told why and the server
+    logs at most one line about it."""
+
+
+class ConfigError(UserError):
     """A configuration value is missing, unknown or invalid.
 
     :param problem: what is wrong, e.g. ``"must be at least 1, got 0"``.
@@ -45,7 +82,7 @@ class ConfigError(OeWebSocketIOError):
         return ": ".join(parts)
 
 
-class ListenError(OeWebSocketIOError):
+class ListenError(UserError):
     """The server cannot listen on the configured address.
 
     :param interface: the interface (host) the server tried to bind.
@@ -68,7 +105,7 @@ class ListenError(OeWebSocketIOError):
         return f"cannot listen on port {self.port} on {self.interface}: {self.reason}"
 
 
-class AuthenticationError(OeWebSocketIOError):
+class AuthenticationError(ClientError):
     """A client could not prove who it is; the message is sent to it.
 
     Raised for a missing, malformed, wrong, expired or forged session, and
@@ -128,3 +165,210 @@ class PoolTimeout(DatabaseUnavailable):
 
     def __str__(self) -> str:
         return f"database {self.database!r} busy: {self.reason}"
+
+
+# -- Faults of the set-up (UserError) ----------------------------------------
+
+
+class UsageError(UserError):
+    """The command line is invalid; the message says why."""
+
+
+class NamespaceError(UserError, ValueError):
+    """A namespace cannot be registered: a bad path or class, or a class
+    that cannot be imported."""
+
+
+class DuplicateNamespaceError(NamespaceError):
+    """Two registrations claim the same path.
+
+    :ivar existing: the registration kept.
+    :ivar duplicate: the registration refused.
+    """
+
+    def __init__(self, existing: Registration, duplicate: Registration) -> None:
+        self.existing = existing
+        self.duplicate = duplicate
+        super().__init__(existing, duplicate)
+
+    def __str__(self) -> str:
+        return (
+            f"namespace {self.duplicate.path!r} registered twice: "
+            f"by {self.existing} and by {self.duplicate}"
+        )
+
+
+class RouteError(UserError, ValueError):
+    """A long-polling route is declared wrong, or cannot be loaded.
+
+    :param route: the route's path as declared, or ``None`` (a module
+        that cannot be loaded).
+    :param argument: the argument at fault (``path``, ``mode``…), or
+        ``None``.
+    :param problem: what is wrong.
+    """
+
+    def __init__(self, route: str | None, argument: str | None, problem: str) -> None:
+        self.route = route
+        self.argument = argument
+        self.problem = problem
+        super().__init__(route, argument, problem)
+
+    def __str__(self) -> str:
+        if self.route is None:
+            return self.problem
+        where = f"long-polling route {self.route!r}"
+        if self.argument is not None:
+            where += f", argument {self.argument!r}"
+        return f"{where}: {self.problem}"
+
+
+class DuplicateRouteError(UserError, ValueError):
+    """Two routes claim the same path.
+
+    Paths that differ only by the names of their placeholders
+    (``/x/<a>`` and ``/x/<b>``) are the same path.
+
+    :ivar existing: the route already in the router.
+    :ivar duplicate: the route refused.
+    """
+
+    def __init__(self, existing: Route, duplicate: Route) -> None:
+        self.existing = existing
+        self.duplicate = duplicate
+        super().__init__(existing, duplicate)
+
+    def __str__(self) -> str:
+        return (
+            f"path {self.duplicate.path!r} already routed to {self.existing.endpoint!r}"
+        )
+
+
+class HookError(UserError, ValueError):
+    """A hook cannot be registered as asked (e.g. ``on_connect`` with a
+    channel, or an invalid regular expression)."""
+
+
+# -- What a client sent (ClientError) -----------------------------------------
+
+
+class EventError(ClientError):
+    """An event is refused; raise it from a handler to answer an error.
+
+    The client receives :func:`~oe_web_socketio.protocol.error_payload` of
+    *code* and *message*, the server logs one line without a traceback: it
+    is the client's fault.
+
+    :param code: one of the codes of :mod:`~oe_web_socketio.protocol`, or
+        the integrator's own.
+    :param message: what the client is told.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(code, message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class MalformedPacketError(ClientError, ValueError):
+    """A Socket.IO packet cannot be decoded and cannot be answered.
+
+    A :class:`ValueError`, as python-socketio's own decoding errors are.
+
+    :ivar close_code: the WebSocket close code of the refusal; by default
+        1008, :data:`~oe_web_socketio.protocol.CLOSE_POLICY_VIOLATION`.
+    """
+
+    def __init__(self, message: str, close_code: int = 1008) -> None:
+        self.close_code = close_code
+        super().__init__(message)
+
+
+class EngineIOPacketError(ClientError, ValueError):
+    """An Engine.IO packet or payload from a client is refused.
+
+    :ivar close_code: the WebSocket close code that says why; by default
+        1002, :data:`~oe_web_socketio.protocol.CLOSE_PROTOCOL_ERROR`.
+    """
+
+    def __init__(self, message: str, close_code: int = 1002) -> None:
+        self.close_code = close_code
+        super().__init__(message)
+
+
+class PayloadError(ClientError, ValueError):
+    """The JSON payload of a Socket.IO packet cannot be decoded.
+
+    Raised inside python-socketio's decoding (a :class:`ValueError`, as its
+    own are) and turned into a :class:`MalformedPacketError` by
+    :mod:`~oe_web_socketio.protocol`.
+    """
+
+
+class HTTPError(ClientError):
+    """A request an endpoint refuses; the client is told *status* and
+    *reason*.
+
+    Raise it from an endpoint (or from
+    :meth:`~oe_web_socketio.routing.Request.body`): the
+    :class:`~oe_web_socketio.routing.Router` answers ``{"error": reason}``
+    with *status* and logs one line. It is the client's fault, not an
+    internal one.
+
+    :param status: a ``4xx`` status.
+    :param reason: what the client is told, e.g. ``"body too large"``.
+    """
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(status, reason)
+
+    def __str__(self) -> str:
+        return f"{self.status.value} {self.reason}"
+
+
+# -- Faults and signals of the running server ---------------------------------
+
+
+class HostError(OeWebSocketIOError):
+    """The host application failed: its code raised, or answered what the
+    server cannot use. Already logged by the host; its message can be
+    shown to the client (it names no internals)."""
+
+
+class GateTimeout(OeWebSocketIOError):
+    """No slot of a :class:`~oe_web_socketio.hosts.tryton_orm.FairGate`
+    came free in time."""
+
+
+class QueueFull(OeWebSocketIOError):
+    """A packet would take a session's queue past its cap.
+
+    :param queued: bytes queued already.
+    :param size: bytes of the packet refused.
+    :param limit: the cap.
+    """
+
+    def __init__(self, queued: int, size: int, limit: int) -> None:
+        self.queued = queued
+        self.size = size
+        self.limit = limit
+        super().__init__(queued, size, limit)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.queued} bytes queued, a message of {self.size} would pass "
+            f"max_queued_bytes ({self.limit})"
+        )
+
+
+class PollTimeout(OeWebSocketIOError, TimeoutError):
+    """The time a long-polling handler may wait ran out without news.
+
+    Raised by :meth:`~oe_web_socketio.longpolling.LongPollingRequest.wait`;
+    uncaught, the client is answered ``204 No Content`` (and polls again).
+    """

@@ -61,7 +61,7 @@ import gevent.queue
 from engineio import packet as eio_packet
 
 from oe_web_socketio.config import Config
-from oe_web_socketio.exceptions import ConfigError, OeWebSocketIOError
+from oe_web_socketio.exceptions import ConfigError, QueueFull
 from oe_web_socketio.server import abort_transport, websocket_of
 
 logger = logging.getLogger(__name__)
@@ -73,27 +73,6 @@ LOG_INTERVAL = 10.0
 #: log files, a polling client's POST beside its pending poll, held Tryton
 #: bus polls, static files being sent, name lookups.
 DESCRIPTOR_MARGIN = 100
-
-
-class QueueFull(OeWebSocketIOError):
-    """A packet would take a session's queue past its cap.
-
-    :param queued: bytes queued already.
-    :param size: bytes of the packet refused.
-    :param limit: the cap.
-    """
-
-    def __init__(self, queued: int, size: int, limit: int) -> None:
-        self.queued = queued
-        self.size = size
-        self.limit = limit
-        super().__init__(queued, size, limit)
-
-    def __str__(self) -> str:
-        return (
-            f"{self.queued} bytes queued, a message of {self.size} would pass "
-            f"max_queued_bytes ({self.limit})"
-        )
 
 
 def packet_size(item: Any) -> int:
@@ -114,7 +93,7 @@ def packet_size(item: Any) -> int:
     return len(str(data))  # a dict or list, JSON-encoded by Engine.IO
 
 
-class PacketQueue(gevent.queue.JoinableQueue):  # type: ignore[misc]
+class PacketQueue(gevent.queue.JoinableQueue):
     """The packet queue of one Engine.IO session, bounded in bytes.
 
     :param limit: most bytes of messages held (see the module's invariants).
@@ -350,9 +329,8 @@ class Limits:
                 and not (socket.closing or socket.closed)
             ]
             for socket in unused:
-                socket.close(
-                    wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT
-                )  # type: ignore[attr-defined]
+                reason = self.reason.SERVER_DISCONNECT  # type: ignore[attr-defined]
+                socket.close(wait=False, abort=True, reason=reason)
                 self.sockets.pop(socket.sid, None)
             if unused:
                 logger.info(

@@ -117,11 +117,13 @@ from oe_web_socketio.auth import (
 from oe_web_socketio.exceptions import (
     AuthenticationError,
     DatabaseUnavailable,
-    OeWebSocketIOError,
+    HostError,
+    HTTPError,
+    PollTimeout,
     PoolTimeout,
+    RouteError,
 )
-from oe_web_socketio.hosts import HostError
-from oe_web_socketio.routing import HTTPError, Request, Response, Route, Router
+from oe_web_socketio.routing import Request, Response, Route, Router
 
 if TYPE_CHECKING:
     from oe_web_socketio.bridge import Bridge
@@ -145,39 +147,6 @@ METHODS = frozenset({"GET", "POST"})
 DATABASE_HEADER = "X-Tryton-Database"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class RouteError(OeWebSocketIOError, ValueError):
-    """A long-polling route is declared wrong, or cannot be loaded.
-
-    :param route: the route's path as declared, or ``None`` (a module
-        that cannot be loaded).
-    :param argument: the argument at fault (``path``, ``mode``…), or
-        ``None``.
-    :param problem: what is wrong.
-    """
-
-    def __init__(self, route: str | None, argument: str | None, problem: str) -> None:
-        self.route = route
-        self.argument = argument
-        self.problem = problem
-        super().__init__(route, argument, problem)
-
-    def __str__(self) -> str:
-        if self.route is None:
-            return self.problem
-        where = f"long-polling route {self.route!r}"
-        if self.argument is not None:
-            where += f", argument {self.argument!r}"
-        return f"{where}: {self.problem}"
-
-
-class PollTimeout(OeWebSocketIOError, TimeoutError):
-    """The time a handler may wait ran out without news.
-
-    Raised by :meth:`LongPollingRequest.wait`; uncaught, the client is
-    answered ``204 No Content`` (and polls again).
-    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -450,6 +419,9 @@ class LongPollingRequest:
         """
         if self.identity is None:
             raise AuthenticationError("the models need an authenticated user")
+        uid = self.identity.uid
+        if not isinstance(uid, int):
+            raise AuthenticationError("the models need a Tryton user")
         current = greenlet.getcurrent()
         if self._transaction is not None:
             if current is not self._owner:
@@ -461,7 +433,7 @@ class LongPollingRequest:
         transaction = scope.enter_context(
             self._orm.transaction(
                 self.database,
-                self.identity.uid,
+                uid,
                 request=self._trytond_request(),
                 statement_timeout=math.ceil(self._timeout),
             )
@@ -779,6 +751,8 @@ class Endpoint:
         address = client_address(environ, self.settings.trusted_proxies)
         # The authenticator logs its refusals, one line each.
         identity = self.settings.authenticator.authenticate(credentials, address)
+        if identity.db is None:  # a bug: Tryton's sessions are of a database
+            raise RuntimeError(f"{identity!r} names no database")
         return identity, identity.db
 
     def _authenticate_by_host(

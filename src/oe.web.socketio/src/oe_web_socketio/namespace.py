@@ -72,8 +72,12 @@ from oe_web_socketio import auth
 from oe_web_socketio import events as events_module
 from oe_web_socketio.adapter import Adapter, AdapterQueue
 from oe_web_socketio.bridge import channel_room, database_room
-from oe_web_socketio.exceptions import DatabaseUnavailable
-from oe_web_socketio.hosts import HostError
+from oe_web_socketio.exceptions import (
+    AuthenticationError,
+    DatabaseUnavailable,
+    EventError,
+    HostError,
+)
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
     BAD_REQUEST,
@@ -81,7 +85,6 @@ from oe_web_socketio.protocol import (
     FORBIDDEN,
     MESSAGE_EVENT,
     UNAVAILABLE,
-    EventError,
     error_payload,
 )
 
@@ -305,7 +308,7 @@ class Namespace:
             authenticator is configured.
         """
         if self._authenticator is None:
-            raise auth.AuthenticationError("this server cannot check sessions")
+            raise AuthenticationError("this server cannot check sessions")
         return self._authenticator.authenticate(credentials, self.request.address)
 
     def identify(
@@ -353,7 +356,7 @@ class Namespace:
         environ, auth_payload = self._evidence
         try:
             return self.identify(environ, auth_payload) == self.identity
-        except auth.AuthenticationError:
+        except AuthenticationError:
             return False
         except (DatabaseUnavailable, HostError) as exc:
             logger.warning("Cannot check the session of %r again: %s", self, exc)

@@ -59,7 +59,14 @@ from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from socketio import packet as sio_packet
 
-from oe_web_socketio.exceptions import OeWebSocketIOError
+# EventError is re-exported: integrators import it from here (and from the
+# package oe_web_socketio).
+from oe_web_socketio.exceptions import (
+    EngineIOPacketError,
+    EventError,  # noqa: F401
+    MalformedPacketError,
+    PayloadError,
+)
 
 #: The event that carries an error to a client that asked for no
 #: acknowledgement.
@@ -95,55 +102,12 @@ def error_payload(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
-class EventError(OeWebSocketIOError):
-    """An event is refused; raise it from a handler to answer an error.
-
-    The client receives :func:`error_payload` of *code* and *message*, the
-    server logs one line without a traceback: it is the client's fault.
-
-    :param code: one of the codes of this module, or the integrator's own.
-    :param message: what the client is told.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(code, message)
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
-
-class MalformedPacketError(OeWebSocketIOError, ValueError):
-    """A packet cannot be decoded and cannot be answered.
-
-    A :class:`ValueError`, as python-socketio's own decoding errors are.
-
-    :ivar close_code: the WebSocket close code of the refusal.
-    """
-
-    def __init__(self, message: str, close_code: int = CLOSE_POLICY_VIOLATION) -> None:
-        self.close_code = close_code
-        super().__init__(message)
-
-
 #: Most binary attachments one event may announce; python-socketio would
 #: await up to 10 digits' worth of them, keeping each one received.
 MAX_ATTACHMENTS = 16
 
 #: Engine.IO packet types a client sends on a connected session.
 CLIENT_PACKET_TYPES = frozenset({eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE})
-
-
-class EngineIOPacketError(OeWebSocketIOError, ValueError):
-    """An Engine.IO packet or payload from a client is refused.
-
-    :ivar close_code: the WebSocket close code that says why.
-    """
-
-    def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
-        self.close_code = close_code
-        super().__init__(message)
 
 
 #: What python-engineio's decoders raise on bad input (``binascii.Error``
@@ -190,7 +154,7 @@ def decode_engineio_payload(
     except UnicodeDecodeError as exc:
         raise EngineIOPacketError(f"invalid UTF-8: {exc.reason}", 1007) from None
     try:
-        packets = eio_payload.Payload(encoded_payload=text).packets
+        packets: list[Any] = eio_payload.Payload(encoded_payload=text).packets
     except _DECODE_ERRORS as exc:
         raise EngineIOPacketError(
             f"invalid Engine.IO payload {_shorten(text)}: {exc or type(exc).__name__}"
@@ -223,10 +187,6 @@ class IncomingEvent(str):
         event.ack = ack
         event.error = error
         return event
-
-
-class PayloadError(ValueError):
-    """The JSON payload of a packet cannot be decoded."""
 
 
 class _PayloadJSON:

@@ -35,7 +35,7 @@ from typing import Any
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
 
-from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.exceptions import DuplicateRouteError, HTTPError
 
 logger = logging.getLogger(__name__)
 
@@ -48,27 +48,6 @@ BODY_KEY = "oe_web_socketio.body"
 #: Most digits of a ``Content-Length`` read as a number: more is refused
 #: as too large before ``int()`` (which refuses thousands of digits).
 MAX_LENGTH_DIGITS = 18
-
-
-class HTTPError(OeWebSocketIOError):
-    """A request an endpoint refuses; the client is told *status* and
-    *reason*.
-
-    Raise it from an endpoint (or from :meth:`Request.body`): the
-    :class:`Router` answers ``{"error": reason}`` with *status* and logs
-    one line. It is the client's fault, not an internal one.
-
-    :param status: a ``4xx`` status.
-    :param reason: what the client is told, e.g. ``"body too large"``.
-    """
-
-    def __init__(self, status: HTTPStatus, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(status, reason)
-
-    def __str__(self) -> str:
-        return f"{self.status.value} {self.reason}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,27 +170,6 @@ class Route:
     path: str
     endpoint: Endpoint
     methods: frozenset[str] = READ_METHODS
-
-
-class DuplicateRouteError(OeWebSocketIOError, ValueError):
-    """Two routes claim the same path.
-
-    Paths that differ only by the names of their placeholders
-    (``/x/<a>`` and ``/x/<b>``) are the same path.
-
-    :ivar existing: the route already in the router.
-    :ivar duplicate: the route refused.
-    """
-
-    def __init__(self, existing: Route, duplicate: Route) -> None:
-        self.existing = existing
-        self.duplicate = duplicate
-        super().__init__(existing, duplicate)
-
-    def __str__(self) -> str:
-        return (
-            f"path {self.duplicate.path!r} already routed to {self.existing.endpoint!r}"
-        )
 
 
 #: A placeholder of a werkzeug rule: ``<name>`` or ``<converter(args):name>``.

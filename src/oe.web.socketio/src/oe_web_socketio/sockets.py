@@ -38,12 +38,15 @@ import socketio
 
 from oe_web_socketio import auth, logs
 from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings, UnknownNamespace
-from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.exceptions import (
+    DuplicateNamespaceError,
+    EngineIOPacketError,
+    NamespaceError,
+)
 from oe_web_socketio.limits import Limits
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import (
     CLOSE_POLICY_VIOLATION,
-    EngineIOPacketError,
     decode_engineio_payload,
 )
 from oe_web_socketio.server import close_session, is_websocket_request
@@ -56,11 +59,6 @@ ENTRY_POINT_GROUP = "oe_web_socketio.namespaces"
 #: A Socket.IO namespace path: ``/``, ``/chat``, ``/a/b``. No ``,`` (the
 #: packet separator), ``?`` (a query) or space.
 PATH = re.compile(r"/[^\s,?#*]*")
-
-
-class NamespaceError(OeWebSocketIOError, ValueError):
-    """A namespace cannot be registered: a bad path or class, or a class
-    that cannot be imported."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,25 +75,6 @@ class Registration:
     def __str__(self) -> str:
         cls = self.namespace_class
         return f"{cls.__module__}.{cls.__qualname__} ({self.origin})"
-
-
-class DuplicateNamespaceError(NamespaceError):
-    """Two registrations claim the same path.
-
-    :ivar existing: the registration kept.
-    :ivar duplicate: the registration refused.
-    """
-
-    def __init__(self, existing: Registration, duplicate: Registration) -> None:
-        self.existing = existing
-        self.duplicate = duplicate
-        super().__init__(existing, duplicate)
-
-    def __str__(self) -> str:
-        return (
-            f"namespace {self.duplicate.path!r} registered twice: "
-            f"by {self.existing} and by {self.duplicate}"
-        )
 
 
 class EngineIOServer(Limits, engineio.Server):

@@ -112,7 +112,7 @@ def config_from_settings(settings: Mapping[str, Any]) -> Config:
     config = Config.from_file(os.fspath(path)) if path else default_config()
     overrides: dict[str, Any] = {}
     for name, key in SETTINGS.items():
-        value = settings.get(name)
+        value: Any = settings.get(name)
         if value is None:
             continue
         if key == "port":
@@ -124,8 +124,8 @@ def config_from_settings(settings: Mapping[str, Any]) -> Config:
     try:
         return config.replace(**overrides)
     except ConfigError as exc:
-        name = next((n for n, k in SETTINGS.items() if k == exc.key), exc.key)
-        raise ConfigError(exc.problem, key=name) from None
+        setting = next((n for n, k in SETTINGS.items() if k == exc.key), exc.key)
+        raise ConfigError(exc.problem, key=setting) from None
 
 
 def script_tags(path: str = SCRIPT_PATH) -> str:

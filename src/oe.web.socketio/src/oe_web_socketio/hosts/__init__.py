@@ -32,7 +32,7 @@ import abc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from oe_web_socketio.exceptions import OeWebSocketIOError
+from oe_web_socketio.exceptions import HostError
 
 if TYPE_CHECKING:
     from oe_web_socketio.auth import Authenticator, Identity
@@ -42,12 +42,6 @@ __all__ = ["Host", "HostError"]
 
 #: What a client is told when the host failed to check its credentials.
 HOST_FAILURE = "the server could not check the credentials"
-
-
-class HostError(OeWebSocketIOError):
-    """The host application failed: its code raised, or answered what the
-    server cannot use. Already logged by the host; its message can be
-    shown to the client (it names no internals)."""
 
 
 class Host(abc.ABC):

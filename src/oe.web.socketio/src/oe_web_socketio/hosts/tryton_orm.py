@@ -105,7 +105,7 @@ import psycopg_pool
 from oe_web_socketio.exceptions import (
     ConfigError,
     DatabaseUnavailable,
-    OeWebSocketIOError,
+    GateTimeout,
     PoolTimeout,
 )
 
@@ -120,10 +120,6 @@ APPLICATION_NAME = "oe_web_socketio/orm"
 
 #: The libpq ``options`` that make a session read-only.
 READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
-
-
-class GateTimeout(OeWebSocketIOError):
-    """No slot of a :class:`FairGate` came free in time."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,6 +118,7 @@ def identity_of(user: Any) -> Identity | None:
     callable returned, or ``None`` if it is not a user."""
     if isinstance(user, Identity):
         return user
+    login: Any
     uid: Any = None
     if isinstance(user, str):
         login = user
