@@ -7,9 +7,9 @@ later parts plug in here (namespaces with ``application.socketio``, routes
 with ``application.router.add``).
 
 Socket.IO runs in python-engineio's ``gevent`` async mode: its background
-tasks are greenlets and its WebSocket transport is simple-websocket,
-wrapped by :class:`~oe_web_socketio.server.WebSocketTransport` (see
-:mod:`oe_web_socketio.server`). The namespaces served are, in this order,
+tasks are greenlets and its WebSocket transport is
+:class:`~oe_web_socketio.websocket.WebSocketTransport` (see
+:mod:`oe_web_socketio.websocket`). The namespaces served are, in this order,
 those of the entry point group ``oe_web_socketio.namespaces``, those of
 :attr:`Config.namespaces`, and at ``/``, unless one of them took it, the
 base :class:`~oe_web_socketio.namespace.Namespace` (authentication and
@@ -43,10 +43,10 @@ from oe_web_socketio.limits import set_limits
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
 from oe_web_socketio.routing import Router, method_not_allowed, send
-from oe_web_socketio.server import going_away, use_websocket_transport
 from oe_web_socketio.sessions import SessionWatch
 from oe_web_socketio.sockets import Server, SocketIO
 from oe_web_socketio.static import static_route
+from oe_web_socketio.websocket import going_away, use_websocket_transport
 
 logger = logging.getLogger(__name__)
 

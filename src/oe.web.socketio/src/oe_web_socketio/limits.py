@@ -59,15 +59,19 @@ from typing import Any
 import gevent
 import gevent.queue
 from engineio import packet as eio_packet
+from engineio import socket as eio_socket
 
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import ConfigError, QueueFull
-from oe_web_socketio.server import abort_transport, websocket_of
+from oe_web_socketio.websocket import abort_transport, ping_later, websocket_of
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two log lines about refused handshakes.
 LOG_INTERVAL = 10.0
+
+#: python-engineio's wait for a session's next ping (a greenlet each).
+_SEND_PING = eio_socket.Socket._send_ping
 
 #: Descriptors kept free beyond those :func:`reserved_descriptors` counts:
 #: log files, a polling client's POST beside its pending poll, held Tryton
@@ -112,6 +116,10 @@ class PacketQueue(gevent.queue.JoinableQueue):
         self.created = time.monotonic()
         self.used = False
         self.waiting = 0
+        #: The WebSocket transport that takes every item once attached
+        #: (:meth:`.WebSocketTransport.attach`), or ``None``: items wait
+        #: here for a poll.
+        self.sink: Any = None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Take the next item; :attr:`waiting` counts the greenlets in
@@ -138,13 +146,20 @@ class PacketQueue(gevent.queue.JoinableQueue):
         """
         size = packet_size(item)
         if size:
-            if (
-                not force
-                and self.queued_bytes
-                and self.queued_bytes + size > self.limit
-            ):
-                raise QueueFull(self.queued_bytes, size, self.limit)
             self.used = True
+        sink = self.sink
+        if sink is not None:
+            # The WebSocket's output buffer is the queue (it may raise
+            # QueueFull the same way).
+            sink.put(item, force=force)
+            return
+        if (
+            size
+            and not force
+            and self.queued_bytes
+            and self.queued_bytes + size > self.limit
+        ):
+            raise QueueFull(self.queued_bytes, size, self.limit)
         super().put(item, block, timeout)
         self.queued_bytes += size
 
@@ -156,6 +171,8 @@ class PacketQueue(gevent.queue.JoinableQueue):
 
     def discard(self) -> int:
         """Drop every item queued; return the bytes freed."""
+        if self.sink is not None:
+            return int(self.sink.discard())
         freed = self.queued_bytes
         while True:
             try:
@@ -223,12 +240,21 @@ class Limits:
     sockets: dict[str, Any]
 
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
-        """A session's queue: bounded when a cap or a connect timeout is
-        set (python-engineio calls this once per session)."""
-        if self.max_queued_bytes is None and self.connect_timeout is None:
-            return super().create_queue(*args, **kwargs)  # type: ignore[misc]
+        """A session's queue (python-engineio calls this once per
+        session): bounded when a cap is set; a WebSocket takes it over
+        (see :attr:`PacketQueue.sink`)."""
         limit = self.max_queued_bytes
         return PacketQueue(limit if limit is not None else 2**63)
+
+    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """python-engineio's, except for a session's next ping: a timer of
+        the event loop (:func:`~.websocket.ping_later`) instead of a
+        greenlet that sleeps ``ping_interval`` (python-engineio 4.15.1's
+        ``Socket.schedule_ping`` starts ``Socket._send_ping`` here)."""
+        if getattr(target, "__func__", None) is _SEND_PING and not args:
+            ping_later(target.__self__, self.ping_interval)  # type: ignore[attr-defined]
+            return None
+        return super().start_background_task(target, *args, **kwargs)  # type: ignore[misc]
 
     def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
         """Queue *pkt* for session *sid*; close the session instead when

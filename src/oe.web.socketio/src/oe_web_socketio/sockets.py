@@ -49,7 +49,8 @@ from oe_web_socketio.protocol import (
     CLOSE_POLICY_VIOLATION,
     decode_engineio_payload,
 )
-from oe_web_socketio.server import close_session, is_websocket_request
+from oe_web_socketio.server import is_websocket_request
+from oe_web_socketio.websocket import close_session
 
 logger = logging.getLogger(__name__)
 
