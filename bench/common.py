@@ -12,6 +12,7 @@ import faulthandler
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,6 +114,32 @@ def start_target(
     )
     wait_accepting(process, port, 30, f"{target} server")
     return process
+
+
+#: The egg's sources, relative to the checkout.
+EGG_SOURCES = Path("src") / "oe.web.socketio" / "src"
+
+
+def export_egg(commit: str, directory: Path) -> Path:
+    """The egg's sources as *commit* has them, exported with ``git
+    archive`` into *directory* (the git-ignored egg-info and JavaScript
+    bundle copied from the checkout); return the directory to put first on
+    ``sys.path`` so that ``oe_web_socketio`` is imported from there."""
+    archive = subprocess.run(
+        ["git", "archive", commit, str(EGG_SOURCES)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    for ignored in ("oe.web.socketio.egg-info", "oe_web_socketio/static"):
+        if (ROOT / EGG_SOURCES / ignored).exists():
+            shutil.copytree(
+                ROOT / EGG_SOURCES / ignored,
+                directory / EGG_SOURCES / ignored,
+                dirs_exist_ok=True,
+            )
+    return directory / EGG_SOURCES
 
 
 def wait_accepting(

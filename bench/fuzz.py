@@ -61,7 +61,6 @@ import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -78,9 +77,11 @@ from engineio import payload as eio_payload  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bus_polls import login, rpc, trytond_port  # noqa: E402
 from common import (  # noqa: E402
+    EGG_SOURCES,
     ROOT,
     cpu_seconds,
     die_with_parent,
+    export_egg,
     free_port,
     own_cpu_seconds,
     raise_nofile_limit,
@@ -1018,24 +1019,12 @@ def launcher(commit: str | None, workdir: Path) -> Path:
     script = ROOT / "bin" / "oe_web_socketio"
     if commit is None:
         return script
-    egg = Path("src") / "oe.web.socketio" / "src"
     tree = workdir / "tree"
     tree.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", commit, str(egg)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    for ignored in ("oe.web.socketio.egg-info", "oe_web_socketio/static"):
-        if (ROOT / egg / ignored).exists():
-            shutil.copytree(
-                ROOT / egg / ignored, tree / egg / ignored, dirs_exist_ok=True
-            )
+    sources = export_egg(commit, tree)
     copy = workdir / "oe_web_socketio"
     copy.write_text(
-        script.read_text().replace(repr(str(ROOT / egg)), repr(str(tree / egg)))
+        script.read_text().replace(repr(str(ROOT / EGG_SOURCES)), repr(str(sources)))
     )
     copy.chmod(0o755)
     return copy

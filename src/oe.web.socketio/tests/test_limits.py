@@ -26,6 +26,7 @@ from oe_web_socketio.exceptions import ConfigError
 from oe_web_socketio.limits import (
     PacketQueue,
     QueueFull,
+    connection_limit,
     packet_size,
     raise_open_files_limit,
     reserved_descriptors,
@@ -119,9 +120,12 @@ def test_the_soft_limit_of_open_files_is_raised_to_the_hard_one():
 
 
 def test_max_connections_follows_from_the_open_files_limit():
-    # 20,000 open files (the hard limit here), 200 for the server itself.
-    assert session_limit(Config(), 20_000, 200) == 19_800
-    assert session_limit(Config(), 20_000, 200, per_session=2) == 9_900
+    # 20,000 open files (the hard limit here), 200 for the server itself:
+    # as many connections at once, less 2 % to answer a crowd 503.
+    assert connection_limit(20_000, 200) == 19_800
+    assert session_limit(Config(), 20_000, 200) == 19_800 - 396
+    assert connection_limit(20_000, 200, per_session=2) == 9_900
+    assert session_limit(Config(), 20_000, 200, per_session=2) == 9_900 - 198
     assert session_limit(Config(max_connections=9_900), 20_000, 200, 2) == 9_900
     assert session_limit(Config(max_connections=0), 1_000, 2_000) is None
     with pytest.raises(ConfigError) as refused:
@@ -286,10 +290,15 @@ def test_handshakes_beyond_max_connections_are_refused_with_503(limited):
         server = limited(max_connections=2)
     # The server raised its soft limit, and says so.
     said = server.stderr.wait_for(
-        re.compile(r"Open files limit (\d+) \(raised from (\d+)\); max_connections 2$"),
+        re.compile(
+            r"Open files limit (\d+) \(raised from (\d+)\); max_connections 2,"
+            r" connections at once (\d+)$"
+        ),
         TIMEOUT,
     )
-    assert said.groups() == (str(hard), str(soft))
+    assert said.groups()[:2] == (str(hard), str(soft))
+    # Each connection a descriptor or two, below the limit.
+    assert int(hard) // 2 - 200 < int(said.group(3)) < int(hard)
     limits = (Path("/proc") / str(server.pid) / "limits").read_text()
     assert re.search(rf"Max open files +{hard} +{hard} ", limits)
     first = Client(server.url, "/public").connect()

@@ -262,13 +262,17 @@ def _run(argv: Sequence[str] | None) -> int:
     open_files = limits.raise_open_files_limit()
     host = TrytonHost.from_config(config)
     application = Application(config, host)
-    server = make_server(config, application)
+    server = make_server(
+        config, application, max_connections=application.sio.eio.max_open_connections
+    )
     server.start()
     logger.info(
         "Listening on %s (databases: %s)", server.url, ", ".join(config.databases)
     )
     logger.info(
-        limits.describe_open_files(*open_files, application.sio.eio.max_connections)
+        limits.describe_open_files(
+            *open_files, application.sio.eio.max_connections, server.max_connections
+        )
     )
     application.start()
     serve(server, application)

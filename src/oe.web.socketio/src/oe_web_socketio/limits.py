@@ -224,6 +224,10 @@ class Limits:
     max_queued_bytes: int | None = None
     #: Most Engine.IO sessions at once, or ``None``.
     max_connections: int | None = None
+    #: Most connections the HTTP server should handle at once, for the
+    #: descriptors they hold, or ``None`` (see :func:`connection_limit`;
+    #: the command line gives it to :class:`~.server.Server`).
+    max_open_connections: int | None = None
     #: Seconds a refused handshake is told to wait (``Retry-After``).
     retry_after: int = 5
     #: Seconds a session may go without asking for a namespace, or ``None``.
@@ -413,13 +417,27 @@ def reserved_descriptors(config: Config) -> int:
     )
 
 
+def connection_limit(
+    open_files: int, reserved: int, per_session: int = 1
+) -> int | None:
+    """The connections a server whose open files limit is *open_files*,
+    holding *reserved* descriptors besides its connections' *per_session*
+    each, may handle at once (:attr:`.server.Server.max_connections`):
+    ``None`` when the limit is unlimited."""
+    if open_files == resource.RLIM_INFINITY:
+        return None
+    return max(0, (open_files - reserved) // per_session)
+
+
 def session_limit(
     config: Config, open_files: int, reserved: int, per_session: int = 1
 ) -> int | None:
     """The :attr:`Limits.max_connections` of a server of *config* whose
     open files limit is *open_files*, holding *reserved* descriptors
     besides its sessions' *per_session* each: :attr:`.Config.max_connections`
-    if set (``None`` for ``0``, no cap), else as many as fit.
+    if set (``None`` for ``0``, no cap), else the :func:`connection_limit`
+    less :func:`refusal_headroom`, so that a crowd coming back at once is
+    answered ``503`` rather than left waiting to be accepted.
 
     :raises ConfigError: the setting is above what fits, or nothing fits.
         Refused rather than lowered with a warning: a number the
@@ -431,11 +449,11 @@ def session_limit(
     setting = config.max_connections
     if setting == 0:
         return None
-    if open_files == resource.RLIM_INFINITY:
+    fits = connection_limit(open_files, reserved, per_session)
+    if fits is None:
         return setting
-    fits = max(0, (open_files - reserved) // per_session)
-    if setting is None and fits > 0:
-        return fits
+    if setting is None and fits > refusal_headroom(fits):
+        return fits - refusal_headroom(fits)
     if setting is not None and setting <= fits:
         return setting
     remedy = "raise the hard limit of open files (ulimit -Hn, systemd's LimitNOFILE)"
@@ -453,6 +471,12 @@ def session_limit(
     )
 
 
+def refusal_headroom(connections: int) -> int:
+    """Of *connections*, those kept to answer refused handshakes: 2 %, at
+    least 10 (a crowd's clients connect a few hundred at a time)."""
+    return max(10, connections // 50)
+
+
 def set_limits(eio: Limits, config: Config) -> None:
     """Give *eio* the caps of *config* (``0`` there: no cap), the number of
     sessions following from the open files limit when not set (see
@@ -462,12 +486,11 @@ def set_limits(eio: Limits, config: Config) -> None:
         open files limit allows.
     """
     eio.max_queued_bytes = config.max_queued_bytes or None
-    eio.max_connections = session_limit(
-        config,
-        resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-        reserved_descriptors(config),
-        descriptors_per_session(eio),
-    )
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    reserved = reserved_descriptors(config)
+    per_session = descriptors_per_session(eio)
+    eio.max_connections = session_limit(config, open_files, reserved, per_session)
+    eio.max_open_connections = connection_limit(open_files, reserved, per_session)
     eio.connect_timeout = config.connect_timeout or None
 
 
@@ -478,12 +501,17 @@ def descriptors_per_session(eio: Any) -> int:
     return int(getattr(transport, "descriptors", 1))
 
 
-def describe_open_files(before: int, limit: int, max_connections: int | None) -> str:
-    """The log line saying the open files limit and the sessions it
-    allows."""
+def describe_open_files(
+    before: int, limit: int, sessions: int | None, connections: int | None
+) -> str:
+    """The log line saying the open files limit and the sessions and
+    connections it allows."""
     raised = f" (raised from {before})" if limit != before else ""
-    if max_connections is None:
-        sessions = "no max_connections"
-    else:
-        sessions = f"max_connections {max_connections}"
-    return f"Open files limit {limit}{raised}; {sessions}"
+    capped = [
+        f"{name} {value}" if value is not None else f"no {name}"
+        for name, value in (
+            ("max_connections", sessions),
+            ("connections at once", connections),
+        )
+    ]
+    return f"Open files limit {limit}{raised}; {', '.join(capped)}"

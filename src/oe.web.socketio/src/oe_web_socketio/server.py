@@ -204,7 +204,11 @@ class Server(WSGIServer):
     stop_timeout: float = 5.0
 
     #: Most connections handled at once, or ``None`` for no limit. When the
-    #: limit is reached the server stops accepting until a connection ends.
+    #: limit is reached the server stops accepting until a connection ends
+    #: (the others wait in the kernel's backlog): the command line sets it
+    #: from the open files limit (:func:`.limits.connection_limit`), so that
+    #: a crowd meets a full server, not ``accept()`` failing for want of a
+    #: descriptor (a traceback each time, from gevent).
     max_connections: int | None = None
 
     #: Seconds an accepted connection may be idle before TCP keepalive
@@ -217,7 +221,15 @@ class Server(WSGIServer):
     tcp_keepalive_interval: int = 10
     tcp_keepalive_count: int = 6
 
-    def __init__(self, address: tuple[str, int], application: WSGIApplication) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        application: WSGIApplication,
+        *,
+        max_connections: int | None = None,
+    ) -> None:
+        if max_connections is not None:
+            self.max_connections = max_connections
         super().__init__(
             address,
             application,
@@ -309,6 +321,11 @@ class Server(WSGIServer):
         return f"http://{host}:{port}"
 
 
-def make_server(config: Config, wsgi_app: WSGIApplication) -> Server:
-    """Build (not start) the server listening where *config* says."""
-    return Server((config.interface, config.port), wsgi_app)
+def make_server(
+    config: Config, wsgi_app: WSGIApplication, *, max_connections: int | None = None
+) -> Server:
+    """Build (not start) the server listening where *config* says, handling
+    at most *max_connections* connections at once (:attr:`Server.max_connections`)."""
+    return Server(
+        (config.interface, config.port), wsgi_app, max_connections=max_connections
+    )
