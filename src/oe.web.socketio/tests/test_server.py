@@ -7,6 +7,7 @@ handshakes with the real client against a real server process.
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import json
 import logging
@@ -172,6 +173,107 @@ def test_connection_is_closed_after_a_websocket_request(server):
     with gevent.socket.create_connection(server.address[:2]) as client:
         client.sendall(upgrade + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_until_closed(client).count(b"HTTP/1.1 200 OK") == 1
+
+
+class SendRecorder:
+    """A handler's socket, whose ``sendall`` calls are recorded."""
+
+    def __init__(self, sock: gevent.socket.socket, sent: list[bytes]) -> None:
+        self._wrapped = sock
+        self.sent = sent
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+        self._wrapped.sendall(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._wrapped, name)
+
+
+def served_sendalls(app, requests_: bytes) -> tuple[list[bytes], bytes]:
+    """The ``sendall`` calls of the handler serving *requests_* with *app*
+    on a real connection, and what the client read."""
+    sent: list[bytes] = []
+
+    class RecordingHandler(Handler):
+        def handle(self):
+            self.socket = SendRecorder(self.socket, sent)
+            super().handle()
+
+    server = Server(("127.0.0.1", 0), app)
+    server.handler_class = RecordingHandler
+    server.start()
+    try:
+        with gevent.socket.create_connection(server.address[:2]) as client:
+            client.sendall(requests_)
+            received = read_until_closed(client)
+    finally:
+        server.stop(timeout=1)
+    return sent, received
+
+
+def test_a_response_goes_out_in_one_sendall():
+    # A poll's answer: headers and body in one write, not two segments.
+    request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    last = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    sent, received = served_sendalls(hello_app, request + last)
+    assert len(sent) == 2
+    assert all(s.startswith(b"HTTP/1.1 200 OK\r\n") for s in sent)
+    assert all(s.endswith(b"\r\n\r\nhello") for s in sent)
+    assert b"".join(sent) == received
+
+
+def test_a_large_body_is_not_copied_behind_its_headers():
+    body = b"x" * (Handler.COALESCE_LIMIT + 1)
+
+    def large_app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    sent, received = served_sendalls(large_app, request)
+    assert [s[-4:] for s in sent] == [b"\r\n\r\n", b"xxxx"]
+    assert received.endswith(b"\r\n\r\n" + body)
+
+
+def test_every_response_has_one_date_header():
+    def dated_app(environ, start_response):
+        headers = [("Content-Length", "0")]
+        if environ["PATH_INFO"] == "/dated":
+            headers.append(("Date", "Sun, 06 Nov 1994 08:49:37 GMT"))
+        start_response("200 OK", headers)
+        return [b""]
+
+    requests_ = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 2 + (
+        b"GET /dated HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    sent, _ = served_sendalls(dated_app, requests_)
+    dates = [re.findall(rb"\r\nDate: ([^\r]*)\r\n", s) for s in sent]
+    assert [len(d) for d in dates] == [1, 1, 1]
+    for (date,) in dates[:2]:
+        when = email.utils.parsedate_to_datetime(date.decode())
+        assert when.tzinfo is not None
+    assert dates[2] == [b"Sun, 06 Nov 1994 08:49:37 GMT"]
+
+
+def test_access_line_is_formatted_only_when_logged(caplog):
+    formatted = []
+
+    class CountingHandler(Handler):
+        def format_request(self):
+            formatted.append(self.requestline)
+            return super().format_request()
+
+    server = Server(("127.0.0.1", 0), hello_app)
+    server.handler_class = CountingHandler
+    caplog.set_level(logging.WARNING, logger="oe_web_socketio.access")
+    get_hello_once(server)
+    assert formatted == []
+    caplog.set_level(logging.INFO, logger="oe_web_socketio.access")
+    get_hello_once(server)
+    assert formatted == ["GET / HTTP/1.1"]
+    access = [r for r in caplog.records if r.name == "oe_web_socketio.access"]
+    assert len(access) == 1 and '"GET / HTTP/1.1" 200' in access[0].getMessage()
 
 
 def test_connection_is_closed_when_the_app_took_the_socket_over():

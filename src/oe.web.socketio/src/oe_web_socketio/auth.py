@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -279,10 +280,22 @@ def client_address(
 
 
 def _normalize(address: str) -> str:
+    # Once per request (the log rate limit's key): parsing an address
+    # costs more than the rest of that key, and clients come back. What
+    # is cached is short (an IPv6 address with a zone fits in 64).
+    if len(address) <= 64:
+        return _normalize_cached(address)
+    return _normalize_text(address)
+
+
+def _normalize_text(address: str) -> str:
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
         return address
+
+
+_normalize_cached = functools.lru_cache(maxsize=1024)(_normalize_text)
 
 
 def _is_trusted(peer: str, trusted_proxies: Iterable[str]) -> bool:

@@ -36,12 +36,13 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent.pool
 import gevent.socket
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
 
 from oe_web_socketio import logs
 from oe_web_socketio.config import Config
@@ -112,6 +113,20 @@ def bad_request(reason: str) -> bytes:
     )
 
 
+#: The ``Date`` header's value of the current second, and that second.
+_date: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The ``Date`` header's value for now (RFC 9110, 5.6.7), formatted
+    once a second."""
+    global _date  # noqa: PLW0603 - a cache of one value
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, format_date_time(now))
+    return _date[1]
+
+
 def _peer(address: Any) -> str:
     return str(address[0]) if isinstance(address, tuple) and address else str(address)
 
@@ -127,6 +142,15 @@ class Handler(WSGIHandler):
     answer is not written, for the connection speaks WebSocket since its
     ``101``: HTTP bytes after the close frame make browsers report
     "Invalid frame header". The access log shows such requests as ``101``.
+
+    Every long poll is one request and one response, so the per-request
+    work is the cost of polling delivery (see the README's Benchmarks):
+    a response's headers and body (up to :attr:`COALESCE_LIMIT` bytes)
+    go out in one ``sendall``; the ``Date`` header is formatted once a
+    second; the access log line is not formatted when its logger would
+    drop it. These override gevent 26's ``_write_with_headers`` and
+    ``_sendall`` (versions.cfg pins it; tests/test_server.py fails if
+    they stop being called).
     """
 
     def handle(self) -> None:
@@ -143,6 +167,10 @@ class Handler(WSGIHandler):
             self.close_connection = True
 
     def log_request(self) -> None:
+        # gevent formats the line (a clock read, a datetime, a string)
+        # before its logging adapter hands it to a logger that may drop it.
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
         # No environ for a request gevent could not parse (its 400).
         environ = self.environ or {}
         if (isinstance(self.code, int) and self.code >= 400) or environ.get(REFUSED):
@@ -186,6 +214,43 @@ class Handler(WSGIHandler):
             self.close_connection = True
             return
         super().process_result()
+
+    def finalize_headers(self) -> None:
+        # gevent formats the Date header anew for every response; it
+        # changes once a second.
+        if self.provided_date is None:
+            date = http_date()
+            self.response_headers.append((b"Date", date))
+            self.provided_date = date  # gevent adds none then
+        super().finalize_headers()
+
+    #: Most bytes of a body sent in one ``sendall`` with its headers.
+    COALESCE_LIMIT = 65536
+
+    #: What :meth:`_sendall` gathers instead of sending, while
+    #: :meth:`_write_with_headers` runs.
+    _held: bytearray | None = None
+
+    def _write_with_headers(self, data: bytes) -> None:
+        """Send the headers and the first part of the body (a poll's whole
+        answer) in one ``sendall``: gevent 26 sends each on its own, with
+        ``TCP_NODELAY`` two segments, two system calls each side."""
+        if len(data) > self.COALESCE_LIMIT:
+            super()._write_with_headers(data)
+            return
+        self._held = held = bytearray()
+        try:
+            super()._write_with_headers(data)
+        finally:
+            self._held = None
+        super()._sendall(held)
+
+    def _sendall(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            super()._sendall(data)
+        else:
+            held += data
 
 
 class Server(WSGIServer):
