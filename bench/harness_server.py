@@ -39,8 +39,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3007)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        help="run the egg of this checkout instead (before/after runs: "
+        "git archive an older commit there)",
+    )
     args, rest = parser.parse_known_args()
     sys.path.insert(0, str(ROOT))
+    if args.tree is not None:
+        sys.path.insert(0, str(args.tree / "src" / "oe.web.socketio" / "src"))
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as file:
         file.write("[oe_web_socketio]\nmessage_log_format =\n")
     cli_logger = logging.getLogger("oe_web_socketio.cli")

@@ -1,0 +1,274 @@
+"""RFC 6455 conformance of the WebSocket transport (oe_web_socketio.websocket),
+with frames built by hand on raw sockets against one shared server.
+
+What the server sends is parsed by wsproto's client (inside
+:class:`RawWebSocket`), which fails on a frame that breaks the RFC, so the
+server's own framing is checked on the way.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+import zlib
+
+import pytest
+import wsproto.events
+from socketio_testing import (
+    NAMESPACE_OPTIONS,
+    TIMEOUT,
+    RawWebSocket,
+    count_lines,
+    lines,
+    serve_tests_dir,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+#: The shared server's max_http_buffer_size: messages over it close 1009.
+MAX_MESSAGE = 100_000
+
+TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
+
+
+@pytest.fixture(scope="module")
+def server(module_spawn_server, tmp_path_factory):
+    """One server for the module, compression allowed (a client that
+    does not offer it gets none), every log line kept."""
+    config = tmp_path_factory.mktemp("websocket") / "oe.cfg"
+    config.write_text(
+        "[oe_web_socketio]\nlog_rate_limit = 0\nwebsocket_compression = true\n"
+        f"max_http_buffer_size = {MAX_MESSAGE}\n"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        serve_tests_dir(patch)
+        return module_spawn_server(*NAMESPACE_OPTIONS, "-c", str(config))
+
+
+def client_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    long: bool = False,
+) -> bytes:
+    """A client frame as sent on the wire; *long*: the 64-bit length form."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mask_bit = 0x80 if masked else 0
+    length = len(payload)
+    if long:
+        header = bytes((first, mask_bit | 127)) + struct.pack("!Q", length)
+    elif length < 126:
+        header = bytes((first, mask_bit | length))
+    elif length < 65536:
+        header = bytes((first, mask_bit | 126)) + struct.pack("!H", length)
+    else:
+        header = bytes((first, mask_bit | 127)) + struct.pack("!Q", length)
+    if not masked:
+        return header + payload
+    key = os.urandom(4)
+    masked_payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return header + key + masked_payload
+
+
+@pytest.fixture
+def opened(server):
+    """``opened()``: a WebSocket opened directly on the shared server
+    (its open packet read), closed after the test."""
+    sockets: list[RawWebSocket] = []
+
+    def open_one() -> RawWebSocket:
+        raw = RawWebSocket(server.url)
+        sockets.append(raw)
+        return raw
+
+    yield open_one
+    for raw in sockets:
+        raw.close()
+
+
+def refused(server, raw: RawWebSocket, wire: bytes) -> tuple[int, str]:
+    """Send *wire*; the close frame's code and reason, once the server has
+    closed the connection, and that it logged one line about it."""
+    raw.sock.sendall(wire)
+    code, reason = raw.closed()
+    assert lines(server, f"Closing session {raw.sid} ", 1) == 1
+    return code, reason
+
+
+def test_an_unmasked_client_frame_is_refused(server, opened):
+    raw = opened()
+    code, reason = refused(server, raw, client_frame(TEXT, b"3", masked=False))
+    assert code == 1002
+    assert "unmasked" in reason
+
+
+def test_a_fragmented_text_with_a_ping_inside_is_one_message(server, opened):
+    raw = opened()
+    raw.sock.sendall(
+        client_frame(TEXT, b"40/ch", fin=False)
+        + client_frame(PING, b"inside")
+        + client_frame(CONTINUATION, b"at", fin=False)
+        + client_frame(CONTINUATION, b",")
+    )
+    pong = raw.next_event()
+    assert isinstance(pong, wsproto.events.Pong)
+    assert pong.payload == b"inside"
+    assert raw.text().startswith("40/chat,{")
+
+
+def test_a_ping_is_answered_with_its_payload(server, opened):
+    raw = opened()
+    payload = bytes(range(125))  # the most a control frame holds
+    raw.sock.sendall(client_frame(PING, payload))
+    pong = raw.next_event()
+    assert isinstance(pong, wsproto.events.Pong)
+    assert pong.payload == payload
+
+
+def test_the_close_handshake_echoes_the_code(server, opened):
+    raw = opened()
+    raw.sock.sendall(client_frame(CLOSE, struct.pack("!H", 4000) + b"bye"))
+    assert raw.closed()[0] == 4000
+    assert count_lines(server, f"Closing session {raw.sid} ") == 0
+
+
+def test_invalid_utf8_in_text_is_refused_1007(server, opened):
+    raw = opened()
+    # Split inside the message: the decoder must carry state across frames.
+    wire = client_frame(TEXT, b"4\xc3", fin=False) + client_frame(CONTINUATION, b"\x28")
+    assert refused(server, raw, wire)[0] == 1007
+
+
+@pytest.mark.parametrize(
+    ("wire", "why"),
+    [
+        (client_frame(TEXT, b"3", rsv=0b100), "RSV1 without an extension"),
+        (client_frame(TEXT, b"3", rsv=0b010), "RSV2"),
+        (client_frame(0x3, b"3"), "reserved data opcode"),
+        (client_frame(0xB, b""), "reserved control opcode"),
+        (client_frame(PING, b"x" * 126), "control frame over 125 bytes"),
+        (client_frame(PING, b"x", fin=False), "fragmented control frame"),
+        (client_frame(CONTINUATION, b"3"), "continuation of nothing"),
+        (
+            client_frame(TEXT, b"4", fin=False) + client_frame(TEXT, b"0"),
+            "new message inside a fragmented one",
+        ),
+        (client_frame(TEXT, b"3" * 10, long=True), "non-minimal 64-bit length"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_frames_that_break_the_rfc_are_refused_1002(server, opened, wire, why):
+    raw = opened()
+    assert refused(server, raw, wire)[0] == 1002, why
+
+
+def test_a_64_bit_length_is_read(server, opened):
+    raw = opened()
+    # An Engine.IO pong with a long payload (data that it ignores),
+    # then a connect that the server answers: the pong was read whole.
+    pong = b"3" + b"x" * 70_000
+    raw.sock.sendall(client_frame(TEXT, pong, long=True) + client_frame(TEXT, b"40"))
+    assert raw.text().startswith("40{")
+
+
+@pytest.mark.parametrize("fragments", [1, 4])
+def test_a_message_over_max_http_buffer_size_is_refused_1009(server, opened, fragments):
+    raw = opened()
+    data = b"3" + b"x" * MAX_MESSAGE
+    size = len(data) // fragments + 1
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    wire = b"".join(
+        client_frame(TEXT if i == 0 else CONTINUATION, part, fin=i == len(parts) - 1)
+        for i, part in enumerate(parts)
+    )
+    code, reason = refused(server, raw, wire)
+    assert (code, reason) == (1009, f"message over {MAX_MESSAGE} bytes")
+
+
+def read_frame(sock: socket.socket) -> tuple[int, int, bytes]:
+    """The first byte (FIN, RSV, opcode), the RSV bits and the payload of
+    the next frame the server sends (unmasked, as it must be)."""
+
+    def exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            assert chunk, "closed in the middle of a frame"
+            data += chunk
+        return data
+
+    first, second = exactly(2)
+    assert not second & 0x80, "a server frame is never masked"
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", exactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", exactly(8))
+    return first & 0x0F, (first >> 4) & 0x7, exactly(length)
+
+
+def test_compression_only_from_the_threshold(server):
+    """permessage-deflate, offered (as browsers do) and allowed by the
+    setting: a message of 1 KiB or more comes compressed (RSV1), a small
+    one as is, and the client may send compressed messages too."""
+    host, port = server.url.removeprefix("http://").split(":")
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(
+            (
+                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+                f"Host: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate; "
+                "client_max_window_bits\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"Sec-WebSocket-Extensions: permessage-deflate" in head
+        assert read_frame(sock)[:2] == (TEXT, 0)  # the open packet
+        # A compressed connect: RSV1, deflated, without the 4-byte tail.
+        deflate = zlib.compressobj(wbits=-15)
+        body = deflate.compress(b"40/public,") + deflate.flush(zlib.Z_SYNC_FLUSH)
+        sock.sendall(client_frame(TEXT, body[:-4], rsv=0b100))
+        opcode, rsv, payload = read_frame(sock)
+        assert (opcode, rsv) == (TEXT, 0)
+        assert payload.startswith(b"40/public,{")
+        big = "y" * 2000
+        sock.sendall(client_frame(TEXT, f'42/public,1["echo","{big}"]'.encode()))
+        opcode, rsv, payload = read_frame(sock)
+        assert (opcode, rsv) == (TEXT, 0b100)
+        assert len(payload) < len(big)
+        inflate = zlib.decompressobj(wbits=-15)
+        text = inflate.decompress(payload + b"\x00\x00\xff\xff").decode()
+        assert text.startswith("43/public,1[") and big in text
+        sock.sendall(client_frame(TEXT, b'42/public,2["echo","small"]'))
+        assert read_frame(sock) == (TEXT, 0, b'43/public,2["small"]')
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
+def test_server_frames_of_every_length_form_parse(length):
+    from oe_web_socketio.websocket import frame
+    from wsproto.frame_protocol import FrameProtocol
+
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(frame(TEXT, b"x" * length))
+    (received,) = parser.received_frames()
+    assert received.payload == "x" * length and received.message_finished
+
+
+def test_a_broadcast_packet_is_framed_once():
+    from engineio import packet as eio_packet
+    from oe_web_socketio.websocket import message_frame
+
+    pkt = eio_packet.Packet(eio_packet.MESSAGE, '2/chat,["news"]')
+    first = message_frame(pkt)
+    assert first == b"\x81\x104" + b'2/chat,["news"]'
+    assert message_frame(pkt) is first
