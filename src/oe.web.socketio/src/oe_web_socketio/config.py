@@ -143,11 +143,12 @@ class Config:
         is closed. ``0``: until its ping timeout.
     :ivar websocket_compression: whether a WebSocket accepts the
         ``permessage-deflate`` extension when the client offers it (every
-        browser does). Off by default, as in Node's Socket.IO since 3.0:
-        simple-websocket (through wsproto) then compresses every frame,
-        which about doubles the server's CPU per delivery and holds some
-        90 KiB of zlib state per connection, for 100-byte messages that
-        hardly shrink. Turn it on only for large, repetitive messages.
+        browser does). Off by default, as in Node's Socket.IO since 3.0.
+        When on, messages of 1 KiB or more are compressed, smaller ones
+        sent as is (:data:`.websocket.COMPRESSION_THRESHOLD`, as Node's
+        ``ws``); a connection that gets compressed messages holds some
+        90 KiB of zlib state. Turn it on only for large, repetitive
+        messages.
     """
 
     databases: tuple[str, ...] = ("oe",)

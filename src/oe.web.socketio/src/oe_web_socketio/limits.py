@@ -3,24 +3,26 @@
 :class:`Limits` is mixed into python-engineio's server
 (:class:`~oe_web_socketio.sockets.EngineIOServer`); it overrides public
 methods only (``create_queue``, ``send_packet``, ``handle_request``,
-``shutdown``) and holds three caps:
+``start_background_task``, ``shutdown``) and holds three caps:
 
 * **What is queued for one session** (:attr:`Limits.max_queued_bytes`).
   python-engineio queues every packet for a session in an unbounded queue
-  that the session's writer (WebSocket) or its next poll (long-polling)
-  empties. A client that stops reading its socket while messages fan out
-  makes it grow until the ping timeout ends the session, 45 s later by
-  default: 1 MiB a second for one such client at 100 messages of 10 KB a
-  second. Here each session's queue (:class:`PacketQueue`) counts the bytes
-  of the messages it holds; a message that would take it past the cap,
-  while the client is not taking what it is sent (its WebSocket writer
-  waits for it to read, or no poll of it is waiting), is not queued, and
-  the session is closed at once with one log line. A backlog the server
-  made itself, too busy to write to clients that read, is let through:
-  cutting those clients would not help them. The
-  messages already queued are dropped, so their memory goes back at once.
-  The other sessions are not touched: the refusal happens in the emitting
-  greenlet, before the packet is queued, and costs a comparison.
+  that its next poll (long-polling) empties; over WebSocket, the
+  transport's output buffer takes the queue's place (see
+  :mod:`oe_web_socketio.websocket`). A client that stops reading its
+  socket while messages fan out makes it grow until the ping timeout ends
+  the session, 45 s later by default: 1 MiB a second for one such client
+  at 100 messages of 10 KB a second. Here each session's queue
+  (:class:`PacketQueue`) counts the bytes of the messages it holds; a
+  message that would take it past the cap, while the client is not taking
+  what it is sent (the kernel refused its WebSocket's last bytes, or no
+  poll of it is waiting), is not queued, and the session is closed at once
+  with one log line. A backlog the server made itself, too busy to write
+  to clients that read, is let through: cutting those clients would not
+  help them. The messages already queued are dropped, so their memory goes
+  back at once. The other sessions are not touched: the refusal happens in
+  the emitting greenlet, before the packet is queued, and costs a
+  comparison.
 * **Sessions per process** (:attr:`Limits.max_connections`): a handshake
   beyond it is answered ``503 Service Unavailable`` with ``Retry-After``
   and no session is created; the refusals are logged at most once every
@@ -283,11 +285,12 @@ class Limits:
         """Whether the client of python-engineio's *socket* takes what it
         is sent right now, so that a backlog is the server's own (too busy
         to write), for which the client must not be cut: over WebSocket,
-        its writer is not waiting for the client to read; over polling, a
-        poll of the client waits for news."""
+        the kernel took the last bytes written to it (no write watcher
+        waits for the client to read); over polling, a poll of the client
+        waits for news."""
         transport = websocket_of(socket)
         if transport is not None:
-            return not transport.sending
+            return not transport.blocked
         return bool(socket.queue.waiting)
 
     def close_slow_reader(self, sid: str, exc: QueueFull) -> None:

@@ -631,12 +631,6 @@ class WebSocketTransport:
                 self._writer = gevent.get_hub().loop.io(self._raw.fileno(), 2)
             self._writer.start(self._flush)
 
-    #: Whether the client takes what it is sent right now (see
-    #: :meth:`.Limits.is_reading`): no write waits for it.
-    @property
-    def sending(self) -> bool:
-        return self.blocked
-
     # --- the end
 
     def close(self) -> None:
