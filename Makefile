@@ -13,8 +13,6 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-# Site overrides: local.cfg extends buildout.cfg.
-CFG := $(if $(wildcard local.cfg),local.cfg,buildout.cfg)
 
 DEBIAN_PACKAGES := python3 python3-venv postgresql postgresql-client libpq5 \
 	nginx-light util-linux ca-certificates \
@@ -87,15 +85,18 @@ deps:
 	$(PYTHON) -m venv .venv || { echo "make: cannot create .venv with $(PYTHON): install python3-venv" >&2; exit 1; }
 	.venv/bin/pip install -q --disable-pip-version-check \
 		$(foreach d,$(BOOTSTRAP),$(d)==$(call pin,$(d)))
-	.venv/bin/buildout -c $(CFG) bootstrap
+	.venv/bin/buildout bootstrap
 	touch $@
 
 .venv/bin/ruff: versions.cfg .venv/bin/buildout
 	.venv/bin/pip install -q --disable-pip-version-check ruff==$(call pin,ruff)
 	touch $@
 
+# buildout.cfg reads local.cfg itself (optional-extends); a local.cfg of
+# before, which extended buildout.cfg, would be an include loop.
 .installed.cfg: .venv/bin/buildout $(BUILD_INPUTS)
-	bin/buildout -c $(CFG)
+	@! grep -qsE '^extends *= *buildout\.cfg' local.cfg || { echo "make: local.cfg extends buildout.cfg, which reads local.cfg itself now: delete that line" >&2; exit 1; }
+	bin/buildout
 	touch $@
 
 # npm ci writes node_modules/.package-lock.json, which stands for the whole

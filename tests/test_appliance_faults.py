@@ -33,12 +33,13 @@ class ApplianceCopy(Appliance):
     """A copy of the committed files of this checkout, built by its buildout."""
 
     def configure(self, extra: str = "") -> subprocess.CompletedProcess:
-        """Write local.cfg (base settings plus ``extra``) and run the buildout."""
+        """Write local.cfg (base settings plus ``extra``) and run the buildout,
+        as a user would: ``bin/buildout``, which reads local.cfg itself."""
         (self.directory / "local.cfg").write_text(
             self.base_cfg + textwrap.dedent(extra)
         )
         return subprocess.run(
-            [str(ROOT / "bin" / "buildout"), "-c", "local.cfg"],
+            [str(ROOT / "bin" / "buildout")],
             cwd=self.directory,
             check=False,
             capture_output=True,
@@ -56,7 +57,6 @@ class ApplianceCopy(Appliance):
         return textwrap.dedent(
             f"""\
             [buildout]
-            extends = buildout.cfg
             eggs-directory = {ROOT / "eggs"}
             develop-eggs-directory = {ROOT / "develop-eggs"}
             develop =
