@@ -257,6 +257,122 @@ def test_a_slow_transaction_that_commits_last_is_delivered_last(
         ben.disconnect()
 
 
+def publish_burst(tryton_db, channel: str, together: int, apart: int) -> list:
+    """*together* messages in one transaction, then *apart* more, one
+    transaction each, back to back (their notifications arrive together
+    while the listener delivers): ``[0, 1, …]``, in commit order."""
+    with tryton_db.connect() as conn:
+        with conn.transaction():
+            for number in range(together):
+                outbox.publish(conn.cursor(), number, channel)
+        for number in range(together, together + apart):
+            with conn.transaction():
+                outbox.publish(conn.cursor(), number, channel)
+    return list(range(together + apart))
+
+
+def assert_once_in_order(found: list[tuple], expected: list) -> list[int]:
+    """*found* is *expected*, once each, in order, with positions that
+    increase; return the positions."""
+    assert [args[0] for args in found] == expected
+    positions = [position(args[2]) for args in found]
+    assert positions == sorted(set(positions))
+    return positions
+
+
+def test_a_burst_reaches_every_subscriber_once_in_order(
+    realtime, users, tryton_db, channel
+):
+    with tryton_db.connect() as conn:
+        # The outbox of the module positions rows at commit: what this
+        # module tests is that path.
+        assert conn.execute(outbox.POSITIONS_AT_COMMIT).fetchone() == (True,)
+    recorders = [client(realtime, users[n % 2]) for n in range(3)]
+    try:
+        for recorder in recorders:
+            recorder.call("resume", None, [channel])
+        expected = publish_burst(tryton_db, channel, 50, 50)
+        seen = []
+        for recorder in recorders:
+            wait_count(recorder, channel, len(expected))
+        time.sleep(0.2)  # nothing more may come
+        for recorder in recorders:
+            seen.append(assert_once_in_order(bridged(recorder, channel), expected))
+        # Every subscriber saw the same positions; those of the transaction
+        # of 50 follow each other.
+        assert seen[0] == seen[1] == seen[2]
+        assert seen[0][49] - seen[0][0] == 49
+    finally:
+        for recorder in recorders:
+            recorder.disconnect()
+
+
+def test_a_resume_in_the_middle_of_a_batch_gets_the_rest_once(
+    realtime, users, tryton_db, channel
+):
+    ana = client(realtime, users[0])
+    ben = None
+    try:
+        ana.call("resume", None, [channel])
+        expected = publish_burst(tryton_db, channel, 20, 0)
+        found = wait_count(ana, channel, 20)
+        middle = found[9][2]
+        ben = client(realtime, users[1])
+        answer = ben.call("resume", middle, [channel])
+        assert answer["replayed"] == 10
+        publish(tryton_db, "live", channel=channel)
+        wait_count(ben, channel, 11)
+        time.sleep(0.2)  # nothing more may come
+        assert_once_in_order(bridged(ben, channel), [*expected[10:], "live"])
+    finally:
+        ana.disconnect()
+        if ben is not None:
+            ben.disconnect()
+
+
+def test_two_servers_on_one_database_agree_on_positions(
+    appliance, realtime, users, tryton_db, channel, tmp_path
+):
+    """Positions are the database's: two servers deliver the same ones,
+    and a client resumes on one from a position the other sent it."""
+    other = RealtimeServer(appliance.directory, tryton_db.name, tmp_path / "log")
+    recorders = []
+    try:
+        _wait_listening(other)
+        recorders = [client(realtime, users[0]), client(other, users[1])]
+        for recorder in recorders:
+            recorder.call("resume", None, [channel])
+        # Two publishers at once, as two ERP workers.
+        threads = [
+            threading.Thread(
+                target=publish_burst, args=(tryton_db, f"{channel}-{n}", 10, 10)
+            )
+            for n in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        expected = publish_burst(tryton_db, channel, 10, 10)
+        for thread in threads:
+            thread.join(DEADLINE)
+        for recorder in recorders:
+            wait_count(recorder, channel, len(expected))
+        time.sleep(0.2)  # nothing more may come
+        here, there = (bridged(recorder, channel) for recorder in recorders)
+        assert_once_in_order(here, expected)
+        assert [args[2] for args in there] == [args[2] for args in here]
+        # The second client leaves the other server mid-batch and resumes here.
+        recorders[1].disconnect()
+        recorders[1] = client(realtime, users[1])
+        answer = recorders[1].call("resume", there[4][2], [channel])
+        assert answer["replayed"] == len(expected) - 5
+        wait_count(recorders[1], channel, len(expected) - 5)
+        assert bridged(recorders[1], channel) == here[5:]
+    finally:
+        for recorder in recorders:
+            recorder.disconnect()
+        other.stop()
+
+
 # -- recovery ----------------------------------------------------------------
 
 

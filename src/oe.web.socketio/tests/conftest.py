@@ -7,8 +7,10 @@ may find another one.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -17,7 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
+from psycopg import sql
 
 #: How the tests run the server: warnings are errors there too.
 SERVER_COMMAND = (sys.executable, "-W", "error", "-m", "oe_web_socketio")
@@ -184,3 +188,70 @@ def module_spawn_server() -> Iterator[Callable[..., ServerProcess]]:
     costs about 3 s to start)."""
     with _spawner() as spawn:
         yield spawn
+
+
+def _database_uri() -> str:
+    """The ``[database] uri`` of the trytond.conf ``TRYTOND_CONFIG`` names
+    (bin/test sets it): the appliance's PostgreSQL."""
+    path = os.environ.get("TRYTOND_CONFIG")
+    if not path:
+        pytest.skip("TRYTOND_CONFIG is not set: run the tests with bin/test")
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(path, encoding="utf-8") as file:
+        parser.read_file(file)
+    return parser["database"]["uri"]
+
+
+def _drop_database(uri: str, name: str) -> None:
+    with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def scratch_database(request, appliance) -> Iterator[tuple[str, str]]:
+    """``(uri, name)`` of an empty database of the requesting module
+    (``<--db>_outbox`` for test_outbox.py), dropped after, on the
+    appliance's PostgreSQL (started if it does not run)."""
+    uri = _database_uri()
+    module = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    name = f"{request.config.getoption('--db')}_{module}"
+    _drop_database(uri, name)
+    with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield uri, name
+    _drop_database(uri, name)
+
+
+@pytest.fixture
+def scratch_connect(scratch_database) -> Iterator[Callable[[], psycopg.Connection]]:
+    """``connect()``: a new autocommit connection to ``scratch_database``,
+    closed after the test."""
+    uri, name = scratch_database
+    opened: list[psycopg.Connection] = []
+
+    def connect() -> psycopg.Connection:
+        opened.append(psycopg.connect(uri, dbname=name, autocommit=True))
+        return opened[-1]
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def empty_scratch(scratch_connect) -> psycopg.Connection:
+    """An autocommit connection to ``scratch_database`` without outbox
+    (:mod:`oe_web_socketio.outbox`): what a test creates there is new."""
+    from oe_web_socketio import outbox
+
+    conn = scratch_connect()
+    conn.execute(
+        f"DROP TABLE IF EXISTS {outbox.TABLE}, {outbox.TABLE}_state;"
+        f"DROP SEQUENCE IF EXISTS {outbox.TABLE}_position_seq;"
+        f"DROP FUNCTION IF EXISTS {outbox.POSITION_TRIGGER}"
+    )
+    return conn

@@ -12,16 +12,14 @@ tests/test_bridge.py.
 
 from __future__ import annotations
 
-import configparser
 import json
-import os
-from collections.abc import Iterator
+import threading
+import time
 from typing import Any
 
 import psycopg
 import pytest
 from oe_web_socketio import outbox
-from psycopg import sql
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -213,68 +211,25 @@ def test_a_position_of_80_characters_is_the_longest():
 # -- the SQL, against PostgreSQL -----------------------------------------------
 
 
-def server_uri() -> str:
-    path = os.environ.get("TRYTOND_CONFIG")
-    if not path:
-        pytest.skip("TRYTOND_CONFIG is not set: run the tests with bin/test")
-    parser = configparser.ConfigParser(interpolation=None)
-    with open(path, encoding="utf-8") as file:
-        parser.read_file(file)
-    return parser["database"]["uri"]
-
-
-def _drop(uri: str, name: str) -> None:
-    with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)
-            )
-        )
-
-
-@pytest.fixture(scope="module")
-def scratch(request, appliance) -> Iterator[tuple[str, str]]:
-    """``(uri, name)`` of an empty database of this module, dropped after,
-    on the appliance's PostgreSQL (started if it does not run)."""
-    uri = server_uri()
-    name = f"{request.config.getoption('--db')}_outbox"
-    _drop(uri, name)
-    with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield uri, name
-    _drop(uri, name)
-
-
 @pytest.fixture
-def db(scratch) -> Iterator[psycopg.Connection]:
+def db(empty_scratch) -> psycopg.Connection:
     """An autocommit connection to the scratch database, without outbox."""
-    uri, name = scratch
-    with psycopg.connect(uri, dbname=name, autocommit=True) as conn:
-        conn.execute(
-            f"DROP TABLE IF EXISTS {outbox.TABLE}, {outbox.TABLE}_state;"
-            f"DROP SEQUENCE IF EXISTS {outbox.TABLE}_position_seq"
-        )
-        yield conn
+    return empty_scratch
 
 
 @pytest.fixture
-def connect(scratch) -> Iterator[Any]:
+def connect(scratch_connect) -> Any:
     """``connect()``: another connection to the scratch database."""
-    uri, name = scratch
-    opened: list[psycopg.Connection] = []
-
-    def connect() -> psycopg.Connection:
-        opened.append(psycopg.connect(uri, dbname=name, autocommit=True))
-        return opened[-1]
-
-    yield connect
-    for conn in opened:
-        conn.close()
+    return scratch_connect
 
 
-def create(conn: psycopg.Connection) -> None:
+def create(conn: psycopg.Connection, *, at_commit: bool = True) -> None:
+    """Create the outbox; ``at_commit=False``: as it was before rows were
+    positioned at commit (no trigger), positioned by servers."""
     with conn.transaction():
         outbox.ensure_schema(conn.cursor())
+        if not at_commit:
+            conn.execute(f"DROP TRIGGER {outbox.POSITION_TRIGGER} ON {outbox.TABLE}")
 
 
 def catalog(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
@@ -297,7 +252,16 @@ def catalog(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
         "WHERE sequence_name LIKE %s ORDER BY 1",
         (f"{outbox.TABLE}%",),
     ).fetchall()
-    return [*columns, *indexes, *sequences]
+    triggers = conn.execute(
+        "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+        "WHERE tgrelid = %s::regclass ORDER BY tgname",
+        (outbox.TABLE,),
+    ).fetchall()
+    functions = conn.execute(
+        "SELECT proname, prosrc FROM pg_proc WHERE proname LIKE %s ORDER BY 1",
+        (f"{outbox.TABLE}%",),
+    ).fetchall()
+    return [*columns, *indexes, *sequences, *triggers, *functions]
 
 
 def publish_committed(conn: psycopg.Connection, *messages: Any, channel=None) -> str:
@@ -327,6 +291,7 @@ def test_ensure_schema_twice_changes_nothing(db):
     create(db)
     described = catalog(db)
     assert described, "no outbox table was created"
+    assert db.execute(outbox.POSITIONS_AT_COMMIT).fetchone() == (True,)
     (epoch, pruned) = db.execute(outbox.STATE).fetchone()
     assert pruned == 0
     xid = publish_committed(db, "kept")
@@ -349,17 +314,107 @@ def test_a_new_outbox_has_a_new_epoch_and_nothing_to_deliver(db):
     assert second != first
 
 
-def test_positions_follow_the_xid_array_and_insertion_order(db, connect):
+def test_an_outbox_of_before_gets_the_trigger_from_ensure_schema(db):
+    create(db, at_commit=False)
+    assert db.execute(outbox.POSITIONS_AT_COMMIT).fetchone() == (False,)
+    publish_committed(db, "before")
     create(db)
+    assert db.execute(outbox.POSITIONS_AT_COMMIT).fetchone() == (True,)
+    publish_committed(db, "after")
+    # The row of before waits for a server (ASSIGN_MISSED_POSITIONS).
+    assert by_position(db) == [(1, "after")]
+
+
+#: The positions of :func:`interleaved`'s messages once ``late``, then
+#: ``early``, then a lone message committed.
+COMMIT_ORDER = [
+    (1, "late 1"),
+    (2, "late 2"),
+    (3, "early 1"),
+    (4, "early 2"),
+    (5, "lone"),
+]
+
+
+def interleaved(connect) -> tuple[psycopg.Connection, psycopg.Connection]:
+    """Two open transactions, ``early`` and ``late``, that published two
+    messages each, interleaved: ids alternate between them, and the one
+    that began first has the lower xid (the tests commit it last)."""
     early, late = connect(), connect()
-    # Interleaved inserts: ids alternate between the two transactions, and
-    # the one that began first (the lower xid) commits last.
     early.execute("BEGIN")
     late.execute("BEGIN")
     outbox.publish(early.cursor(), "early 1")
     outbox.publish(late.cursor(), "late 1")
     outbox.publish(early.cursor(), "early 2")
     outbox.publish(late.cursor(), "late 2")
+    return early, late
+
+
+def test_rows_are_positioned_at_commit_in_commit_then_insertion_order(db, connect):
+    create(db)
+    early, late = interleaved(connect)
+    late.execute("COMMIT")
+    # Not committed: no position yet, none taken.
+    assert by_position(db) == [(1, "late 1"), (2, "late 2")]
+    early.execute("COMMIT")
+    publish_committed(db, "lone")
+    assert by_position(db) == COMMIT_ORDER
+    # Nothing is left for a server to position.
+    with db.transaction():
+        assert db.execute(outbox.ASSIGN_MISSED_POSITIONS).rowcount == 0
+
+
+def test_a_rolled_back_or_deleted_message_takes_no_position(db):
+    create(db)
+    with pytest.raises(ZeroDivisionError), db.transaction():
+        outbox.publish(db.cursor(), "rolled back")
+        raise ZeroDivisionError
+    with db.transaction():
+        outbox.publish(db.cursor(), "deleted")
+        db.execute(f"DELETE FROM {outbox.TABLE}")
+        outbox.publish(db.cursor(), "kept")
+    assert by_position(db) == [(1, "kept")]
+    assert db.execute(outbox.LAST_POSITION).fetchone() == (1,)
+
+
+def test_a_big_transaction_gets_consecutive_positions_in_insertion_order(db):
+    create(db)
+    publish_committed(db, *range(500))
+    assert by_position(db) == [(n + 1, n) for n in range(500)]
+
+
+def test_a_commit_waits_for_the_one_positioning_before_it(db, connect):
+    """What makes positions visible in order: a transaction positioning
+    its rows holds the lock until its commit is visible; the next waits."""
+    create(db)
+    holder, publisher = connect(), connect()
+    holder.execute("BEGIN")
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
+    publisher.execute("BEGIN")
+    outbox.publish(publisher.cursor(), "waits")
+    pid = publisher.info.backend_pid
+    committed = threading.Thread(target=publisher.execute, args=("COMMIT",))
+    committed.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not db.execute(
+            "SELECT 1 FROM pg_locks WHERE pid = %s AND locktype = 'advisory' "
+            "AND NOT granted",
+            (pid,),
+        ).fetchone():
+            assert time.monotonic() < deadline, "the commit did not wait"
+            time.sleep(0.01)
+        assert by_position(db) == []
+    finally:
+        holder.execute("COMMIT")
+        committed.join(10)
+    assert not committed.is_alive()
+    assert by_position(db) == [(1, "waits")]
+
+
+def test_positions_follow_the_xid_array_and_insertion_order(db, connect):
+    create(db, at_commit=False)
+    early, late = interleaved(connect)
     (early_xid,) = early.execute("SELECT pg_current_xact_id()::text").fetchone()
     (late_xid,) = late.execute("SELECT pg_current_xact_id()::text").fetchone()
     assert int(early_xid) < int(late_xid)
@@ -369,20 +424,14 @@ def test_positions_follow_the_xid_array_and_insertion_order(db, connect):
     # Commit order, as the notifications come.
     returned = assign(db, [late_xid, early_xid, lone])
     assert sorted(returned) == sorted([late_xid, late_xid, early_xid, early_xid, lone])
-    assert by_position(db) == [
-        (1, "late 1"),
-        (2, "late 2"),
-        (3, "early 1"),
-        (4, "early 2"),
-        (5, "lone"),
-    ]
+    assert by_position(db) == COMMIT_ORDER
     # Positioned once: the same notification again changes nothing.
     assert assign(db, [late_xid, early_xid, lone]) == []
     assert db.execute(outbox.LAST_POSITION).fetchone() == (5,)
 
 
 def test_rows_of_a_transaction_not_yet_committed_are_left_for_later(db, connect):
-    create(db)
+    create(db, at_commit=False)
     open_one = connect()
     open_one.execute("BEGIN")
     outbox.publish(open_one.cursor(), "open")
@@ -396,7 +445,7 @@ def test_rows_of_a_transaction_not_yet_committed_are_left_for_later(db, connect)
 
 
 def test_missed_rows_are_positioned_in_transaction_id_order(db, connect):
-    create(db)
+    create(db, at_commit=False)
     first, second = connect(), connect()
     first.execute("BEGIN")
     second.execute("BEGIN")
@@ -423,8 +472,9 @@ def test_xids_with_rows(db):
 
 
 def published_and_positioned(db: psycopg.Connection, count: int, **kwargs) -> None:
+    """Messages 1 to *count*, a transaction each (positioned at commit)."""
     for number in range(1, count + 1):
-        assign(db, [publish_committed(db, number, **kwargs)])
+        publish_committed(db, number, **kwargs)
 
 
 def test_prune_keeps_the_newest_and_records_how_far(db):
@@ -468,10 +518,6 @@ def test_a_late_commit_of_an_old_transaction_prunes_no_younger_message(db, conne
     )
     published_and_positioned(db, 3)
     slow.execute("COMMIT")
-    (xid,) = db.execute(
-        f"SELECT xid::text FROM {outbox.TABLE} WHERE position IS NULL"
-    ).fetchone()
-    assign(db, [xid])
     assert [payload for _, payload in by_position(db)] == [
         1,
         2,
@@ -500,6 +546,18 @@ def test_messages_between_pages_in_order(db):
     assert [(row[0], row[4]) for row in rows] == [(2, "2"), (3, "3"), (4, "4")]
 
 
+def test_new_messages_page_in_order_with_their_transaction(db):
+    create(db)
+    first = publish_committed(db, 1, 2)
+    second = publish_committed(db, 3)
+    rows = db.execute(outbox.NEW_MESSAGES, (1, 10)).fetchall()
+    assert [(row[0], row[4], row[5]) for row in rows] == [
+        (2, "2", first),
+        (3, "3", second),
+    ]
+    assert len(db.execute(outbox.NEW_MESSAGES, (0, 2)).fetchall()) == 2
+
+
 def test_messages_for_a_socket(db):
     create(db)
     for message, kwargs in [
@@ -512,8 +570,6 @@ def test_messages_for_a_socket(db):
     ]:
         with db.transaction():
             outbox.publish(db.cursor(), message, **kwargs)
-            (xid,) = db.execute("SELECT pg_current_xact_id()::text").fetchone()
-        assign(db, [xid])
 
     def messages_for(namespace: str, channels: list[str]) -> list[Any]:
         rows = db.execute(

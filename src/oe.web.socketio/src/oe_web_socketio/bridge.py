@@ -3,10 +3,12 @@
 One :class:`Bridge` serves every database of the server; for each it runs
 a :class:`~oe_web_socketio.listener.Listener` on the channel
 :data:`~oe_web_socketio.outbox.NOTIFY_CHANNEL` (and on the channels of
-other consumers, such as Tryton's ``bus``). When a notification comes,
-the bridge gives positions to the rows of the transaction that sent it
-(:mod:`oe_web_socketio.outbox`), reads every row after the last one it
-delivered, and delivers them in position order:
+other consumers, such as Tryton's ``bus``). Rows are positioned when
+their transaction commits (:mod:`oe_web_socketio.outbox`); when
+notifications come, the bridge reads every row after the last one it
+delivered, in one query for all the notifications that arrived together
+(a page of :attr:`Bridge.page_size` rows), and delivers them in position
+order, in one pass:
 
 * a row with a channel: the event ``message`` with the arguments
   ``(message, channel, position)`` to the sockets of the database
@@ -42,15 +44,20 @@ Invariants:
   misses nothing and gets nothing twice;
 * a bad notification (not a transaction id), a notification whose rows
   are gone, or a row that cannot be delivered, is one log line and is
-  skipped; the listener goes on.
+  skipped; the listener goes on;
+* a notification costs the listener one round trip (the read), and no
+  transaction; for an outbox created before rows were positioned at
+  commit (:data:`~oe_web_socketio.outbox.POSITIONS_AT_COMMIT` false), the
+  bridge positions them itself first, as it used to (a transaction of
+  four more round trips), until the Tryton module is updated.
 
 Caveats:
 
 * a message to a socket id is live only: the id of a socket that
   reconnects is new, so it is never replayed;
-* rows committed while no server listened get positions when a server
-  connects again, in transaction id order (PostgreSQL keeps no commit
-  order for them);
+* in an outbox without the trigger, rows committed while no server
+  listened get positions when a server connects again, in transaction id
+  order (PostgreSQL keeps no commit order for them);
 * with several servers on one database, a client that resumes on a
   server a few milliseconds behind the one it left waits up to
   :attr:`Bridge.resume_wait` seconds for it to catch up.
@@ -87,6 +94,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Transaction ids of delivered rows an :class:`Outbox` remembers, to
+#: tell a notification whose rows were delivered by an earlier read from
+#: one whose rows are gone without a query.
+SEEN_XIDS = 4096
+
 #: A consumer of another notification channel: called with the database
 #: name and the payload of each notification, in order, in the listener's
 #: greenlet (it must not block).
@@ -118,6 +130,10 @@ class Outbox:
         self.last_prune = float("-inf")
         #: Whether the absence of the outbox was logged.
         self.missing_reported = False
+        #: Whether rows are positioned at commit; if not, by this server.
+        self.positions_at_commit = True
+        #: The transaction ids of the last rows delivered (an ordered set).
+        self.seen_xids: dict[str, None] = {}
         self._progress = gevent.event.Event()
 
     def advance(self, position: int) -> None:
@@ -125,6 +141,14 @@ class Outbox:
         self.delivered = position
         progress, self._progress = self._progress, gevent.event.Event()
         progress.set()
+
+    def saw(self, xid: str) -> None:
+        """Remember that a row of transaction *xid* was delivered."""
+        seen = self.seen_xids
+        if xid not in seen:
+            seen[xid] = None
+            if len(seen) > SEEN_XIDS:
+                del seen[next(iter(seen))]
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Wait until *position* is delivered; return whether it is."""
@@ -272,6 +296,7 @@ class Bridge:
                 )
             return False
         epoch, _pruned = conn.execute(outbox.STATE).fetchone() or (None, 0)
+        self._check_positions(state, conn)
         if epoch != state.epoch:
             # First connection, or the outbox was created anew: what is
             # already there is history, for resuming clients only.
@@ -287,6 +312,23 @@ class Bridge:
                 logger.info("Found the outbox of %r", state.database)
         return True
 
+    def _check_positions(self, state: Outbox, conn: psycopg.Connection) -> None:
+        """Find out whether the outbox positions rows at commit; say it
+        once when it does not, and when it starts to."""
+        (at_commit,) = conn.execute(outbox.POSITIONS_AT_COMMIT).fetchone() or (False,)
+        if at_commit == state.positions_at_commit:
+            return
+        state.positions_at_commit = at_commit
+        if at_commit:
+            logger.info("The outbox of %r positions messages at commit", state.database)
+        else:
+            logger.warning(
+                "The outbox of %r does not position messages at commit: this "
+                "server does, at a transaction per notification (update the "
+                "Tryton module web_socketio)",
+                state.database,
+            )
+
     def _catch_up(self, state: Outbox, conn: psycopg.Connection) -> None:
         """Give positions to committed rows whose notification nobody
         handled (no server listened, or handling it failed), deliver what
@@ -294,6 +336,8 @@ class Bridge:
         while idle."""
         if state.epoch is None and not self._find_outbox(state, conn):
             return
+        if not state.positions_at_commit:
+            self._check_positions(state, conn)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
             missed = conn.execute(outbox.ASSIGN_MISSED_POSITIONS).rowcount
@@ -309,6 +353,9 @@ class Bridge:
     def _notified(
         self, state: Outbox, conn: psycopg.Connection, payloads: list[str]
     ) -> None:
+        """Deliver what the notifications that arrived together announce:
+        one read for all of them (and, in an outbox without the trigger,
+        one transaction to position their rows first)."""
         if state.epoch is None and not self._find_outbox(state, conn):
             return
         xids = outbox.xids(payloads)
@@ -320,48 +367,51 @@ class Bridge:
                     state.database,
                     payload,
                 )
-        if xids:
+        if xids and not state.positions_at_commit:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
-                positioned = {
-                    row[0]
-                    for row in conn.execute(outbox.ASSIGN_POSITIONS, (xids,)).fetchall()
-                }
-            pending = [xid for xid in xids if xid not in positioned]
-            if pending:
-                found = {
-                    row[0]
-                    for row in conn.execute(
-                        outbox.XIDS_WITH_ROWS, (pending,)
-                    ).fetchall()
-                }
-                for xid in pending:
-                    if xid not in found:
-                        logger.warning(
-                            "No message of transaction %s in the outbox of %r "
-                            "(deleted before delivery?)",
-                            xid,
-                            state.database,
-                        )
+                conn.execute(outbox.ASSIGN_POSITIONS, (xids,))
         self._deliver_new(state, conn)
+        # A notified transaction's rows are committed, and positioned, by
+        # now: unless they are gone, this read or an earlier one had them.
+        pending = [xid for xid in xids if xid not in state.seen_xids]
+        if pending:
+            found = {
+                row[0]
+                for row in conn.execute(outbox.XIDS_WITH_ROWS, (pending,)).fetchall()
+            }
+            for xid in pending:
+                if xid not in found:
+                    logger.warning(
+                        "No message of transaction %s in the outbox of %r "
+                        "(deleted before delivery?)",
+                        xid,
+                        state.database,
+                    )
         self._maybe_prune(state, conn)
 
     def _deliver_new(self, state: Outbox, conn: psycopg.Connection) -> None:
-        """Deliver every positioned row after :attr:`Outbox.delivered`."""
+        """Deliver every positioned row after :attr:`Outbox.delivered`: one
+        query, unless more than a page came."""
         while True:
             rows = conn.execute(
-                outbox.MESSAGES_BETWEEN,
-                (state.delivered, 2**63 - 1, self.page_size),
+                outbox.NEW_MESSAGES, (state.delivered, self.page_size)
             ).fetchall()
             if not rows:
                 return
             # From here to advance(), nothing yields.
+            dispatchers = self.dispatchers()
             for row in rows:
-                self._deliver(state, row)
+                self._deliver(state, row, dispatchers)
+                state.saw(row[5])
             state.advance(rows[-1][0])
+            if len(rows) < self.page_size:
+                return
 
-    def _deliver(self, state: Outbox, row: tuple[Any, ...]) -> None:
-        position, channel, namespace, sid, text = row
+    def _deliver(
+        self, state: Outbox, row: tuple[Any, ...], dispatchers: Mapping[str, Any]
+    ) -> None:
+        position, channel, namespace, sid, text = row[:5]
         try:
             payload = json.loads(text)
         except ValueError:
@@ -370,7 +420,6 @@ class Bridge:
             )
             return
         token = state.token(position)
-        dispatchers = self.dispatchers()
         paths = [namespace] if namespace is not None else list(dispatchers)
         for path in paths:
             dispatcher = dispatchers.get(path)
@@ -419,7 +468,7 @@ class Bridge:
         :attr:`history_max_age` or beyond :attr:`history_max_count`;
         return the highest position deleted (0: none)."""
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.PRUNE_LOCK_KEY,))
             (through,) = conn.execute(
                 outbox.PRUNE_THRESHOLD,
                 (self.history_max_age, self.history_max_count),

@@ -11,20 +11,33 @@ them with a DB-API cursor of its own (psycopg's ``%s`` parameters).
 
 Invariants:
 
-* a row is written with ``position`` ``NULL``; servers give it a position
-  once its transaction committed (see :func:`assign_positions`), in the
-  order PostgreSQL delivers the notifications, which is commit order; a
-  transaction that began first and committed last is therefore positioned
-  last, not skipped;
-* positions increase with commit order and are never reused; a position
-  names a message for as long as it is kept (see :func:`prune`);
+* a row is written with ``position`` ``NULL`` and gets its position when
+  its transaction commits: a deferred constraint trigger
+  (:data:`POSITION_TRIGGER`) takes the advisory lock :data:`LOCK_KEY`
+  and gives the rows of the transaction the next positions, in insertion
+  order; the lock is held until the commit is visible, so positions
+  follow commit order and become visible in that order (a reader that
+  sees position *n* sees every committed position below it): a
+  transaction that began first and committed last is positioned last, not
+  skipped. A server only reads (:data:`NEW_MESSAGES`): one round trip
+  for whatever notifications arrived together, no transaction of its own;
+* an outbox created before that trigger (its Tryton module not updated
+  since) has rows committed without a position: servers give them
+  positions when the notification comes (:data:`ASSIGN_POSITIONS`, under
+  the same lock, in the order PostgreSQL delivers notifications, which is
+  commit order), as they did before;
+* positions increase with commit order and are never reused (a
+  transaction that fails at commit after its trigger ran leaves a hole,
+  never a duplicate); a position names a message for as long as it is
+  kept (see :data:`PRUNE`);
 * the payload of ``NOTIFY`` is only the transaction id, never the message:
   a message of any size (1 MB and more) travels through the table, and
   the notifications of one transaction collapse into one (PostgreSQL drops
   duplicates within a transaction);
-* servers serialise position assignment and pruning with a transaction
-  level advisory lock (:data:`LOCK_KEY`), so several servers may share a
-  database;
+* pruning is serialised between servers by another advisory lock
+  (:data:`PRUNE_LOCK_KEY`), never the one publishers take at commit, so
+  several servers may share a database and a commit never waits for a
+  prune;
 * :data:`SCHEMA` is idempotent: running it again changes nothing.
 
 Messages must be JSON (``json.dumps`` without help): what is published is
@@ -46,8 +59,20 @@ NOTIFY_CHANNEL = "oe_web_socketio"
 #: The table of messages.
 TABLE = "web_socketio_outbox"
 
-#: Key of the advisory lock taken to assign positions and to prune.
+#: Key of the advisory lock taken to assign positions (at commit, by
+#: :data:`POSITION_TRIGGER`; by servers for rows committed without one).
 LOCK_KEY = 0x6F65_7773_696F  # "oewsio"
+
+#: Key of the advisory lock servers take to prune.
+PRUNE_LOCK_KEY = 0x6F65_7773_7072  # "oewspr"
+
+#: The deferred constraint trigger, and its function, that position the
+#: rows of a transaction when it commits.
+POSITION_TRIGGER = f"{TABLE}_position"
+
+#: The setting, local to a transaction, in which :data:`POSITION_TRIGGER`
+#: keeps the highest id it positioned.
+POSITIONED_SETTING = "oe_web_socketio.positioned"
 
 #: Longest channel or namespace name accepted (as a subscriber may use).
 MAX_NAME_LENGTH = 200
@@ -79,7 +104,61 @@ CREATE TABLE IF NOT EXISTS {TABLE}_state (
 INSERT INTO {TABLE}_state (epoch)
     SELECT gen_random_uuid()
     WHERE NOT EXISTS (SELECT 1 FROM {TABLE}_state);
+CREATE OR REPLACE FUNCTION {POSITION_TRIGGER}() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- The highest id this transaction positioned (a setting of the
+    -- transaction, undone with it or with its savepoint): the first row
+    -- positions them all, the others return at once.
+    positioned bigint := nullif(
+        current_setting('{POSITIONED_SETTING}', true), '')::bigint;
+BEGIN
+    IF NEW.id <= positioned THEN
+        RETURN NULL;
+    END IF;
+    -- Held until the commit is visible: positions follow commit order.
+    PERFORM pg_advisory_xact_lock({LOCK_KEY});
+    WITH done AS (
+        UPDATE {TABLE} AS o SET position = p.position
+        FROM (
+            SELECT q.id, nextval('{TABLE}_position_seq') AS position
+            FROM (
+                SELECT id FROM {TABLE}
+                WHERE xid = pg_current_xact_id() AND position IS NULL
+                ORDER BY id
+            ) AS q
+        ) AS p
+        WHERE o.id = p.id
+        RETURNING o.id
+    )
+    SELECT max(id) INTO positioned FROM done;
+    PERFORM set_config('{POSITIONED_SETTING}', positioned::text, true);
+    RETURN NULL;
+END
+$$;
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_trigger
+        WHERE tgrelid = '{TABLE}'::regclass AND tgname = '{POSITION_TRIGGER}'
+    ) THEN
+        CREATE CONSTRAINT TRIGGER {POSITION_TRIGGER}
+            AFTER INSERT ON {TABLE}
+            DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW EXECUTE FUNCTION {POSITION_TRIGGER}();
+    END IF;
+END
+$$;
 """
+
+#: Whether the rows of the outbox are positioned at commit (its
+#: :data:`POSITION_TRIGGER` exists and is enabled); if not, servers
+#: position them (:data:`ASSIGN_POSITIONS`).
+POSITIONS_AT_COMMIT = f"""\
+SELECT EXISTS (
+    SELECT 1 FROM pg_trigger
+    WHERE tgrelid = to_regclass('{TABLE}') AND tgname = '{POSITION_TRIGGER}'
+        AND tgenabled <> 'D')"""
 
 _INSERT = (
     f"INSERT INTO {TABLE} (channel, namespace, sid, payload) VALUES (%s, %s, %s, %s)"
@@ -88,7 +167,8 @@ _NOTIFY = "SELECT pg_notify(%s, pg_current_xact_id()::text)"
 
 #: Positions the committed rows of the given transactions (a text array of
 #: xids, in commit order), rows of one transaction in insertion order; the
-#: ordered sub-select makes ``nextval`` follow that order.
+#: ordered sub-select makes ``nextval`` follow that order. For an outbox
+#: without :data:`POSITION_TRIGGER` only.
 ASSIGN_POSITIONS = f"""\
 UPDATE {TABLE} AS o SET position = p.position
 FROM (
@@ -115,7 +195,8 @@ FROM (
 ) AS p
 WHERE o.id = p.id"""
 
-#: The highest position given so far (0 before the first).
+#: The highest position given so far (0 before the first), by a
+#: transaction that may not have committed yet.
 LAST_POSITION = f"""\
 SELECT CASE WHEN is_called THEN last_value ELSE 0 END
 FROM {TABLE}_position_seq"""
@@ -134,6 +215,13 @@ SELECT coalesce(
 
 #: The columns of a message: position, channel, namespace, sid, payload.
 COLUMNS = "position, channel, namespace, sid, payload::text"
+
+#: Messages after a position, in order, with their transaction id: what
+#: a server delivers live.
+NEW_MESSAGES = f"""\
+SELECT {COLUMNS}, xid::text FROM {TABLE}
+WHERE position > %s
+ORDER BY position LIMIT %s"""
 
 #: Messages after a position, up to another, in order.
 MESSAGES_BETWEEN = f"""\
@@ -256,8 +344,9 @@ def send(cursor: Cursor, sid: str, message: Any, namespace: str = "/") -> None:
 
 
 def ensure_schema(cursor: Cursor) -> None:
-    """Create the outbox tables if they are missing (in the transaction of
-    *cursor*, serialised with other servers by the advisory lock)."""
+    """Create the outbox tables, and the trigger that positions rows at
+    commit, if they are missing (in the transaction of *cursor*,
+    serialised with other servers by the advisory lock)."""
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
     cursor.execute(SCHEMA)
 

@@ -1,0 +1,190 @@
+"""Tests of :class:`oe_web_socketio.bridge.Bridge`'s delivery path, in
+this process, without trytond.
+
+The bridge reads a real outbox in a scratch database of the appliance's
+PostgreSQL (``scratch_database``), on the connection a listener would give
+it; what it sends goes to a python-socketio server that records its
+emits instead of writing to sockets (fan-out itself, and real clients, are
+tested in tests/test_bridge.py). Round trips are counted at the protocol
+level, in libpq's trace of the connection: one ``ReadyForQuery`` ends
+each.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+import socketio
+from oe_web_socketio import outbox
+from oe_web_socketio.bridge import Bridge, Outbox, channel_room
+from psycopg import pq
+
+pytestmark = pytest.mark.timeout(30)
+
+CHANNEL = "orders"
+
+
+class RecordingServer(socketio.Server):
+    """A python-socketio server whose emits are recorded, not sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emitted: list[tuple[Any, ...]] = []
+
+    def emit(self, event, data=None, to=None, namespace=None, **kwargs) -> None:
+        self.emitted.append((event, data, to, namespace))
+
+
+@pytest.fixture
+def conn(empty_scratch) -> psycopg.Connection:
+    """An autocommit connection to a new outbox, as a listener's."""
+    with empty_scratch.transaction():
+        outbox.ensure_schema(empty_scratch.cursor())
+    return empty_scratch
+
+
+@pytest.fixture
+def publisher(scratch_connect) -> psycopg.Connection:
+    return scratch_connect()
+
+
+@pytest.fixture
+def bridge(scratch_database) -> Bridge:
+    uri, name = scratch_database
+    server = RecordingServer()
+    dispatchers = {"/": SimpleNamespace(sockets={})}
+    return Bridge(
+        server,
+        lambda: dispatchers,
+        pools=None,  # type: ignore[arg-type] - replays are not tested here
+        conninfo=lambda database: uri,
+        databases=[name],
+    )
+
+
+def connected(bridge: Bridge, conn: psycopg.Connection) -> Outbox:
+    """The bridge's state of its database, as after the listener connected."""
+    state = bridge.outboxes[bridge.databases[0]]
+    bridge._connected(state, conn)
+    assert state.epoch is not None
+    return state
+
+
+def publish(conn: psycopg.Connection, *messages: Any) -> str:
+    """Publish *messages* in one transaction; its notification's payload."""
+    with conn.transaction():
+        for message in messages:
+            outbox.publish(conn.cursor(), message, CHANNEL)
+        (xid,) = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+    return xid
+
+
+def notified(
+    bridge: Bridge, state: Outbox, conn: psycopg.Connection, payloads: list[str]
+) -> int:
+    """Hand *payloads* to the bridge as the listener does; return the
+    round trips it made."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            bridge._notified(state, conn, payloads)
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return sum("\tReadyForQuery" in line for line in trace)
+
+
+def delivered(bridge: Bridge) -> list[tuple[Any, int]]:
+    """``(message, position)`` of each emit to the channel's room."""
+    server = bridge.server
+    assert isinstance(server, RecordingServer)
+    room = channel_room(bridge.databases[0], CHANNEL)
+    out = []
+    for event, (message, channel, token), to, namespace in server.emitted:
+        assert (event, channel, to, namespace) == ("message", CHANNEL, room, "/")
+        out.append((message, int(token.rpartition(":")[2])))
+    return out
+
+
+def test_notifications_that_arrived_together_are_one_read_and_one_pass(
+    bridge, conn, publisher
+):
+    state = connected(bridge, conn)
+    payloads = [
+        publish(publisher, 1),
+        publish(publisher, 2, 3, 4),
+        publish(publisher, 5),
+    ]
+    assert notified(bridge, state, conn, payloads) == 1
+    assert delivered(bridge) == [(n, n) for n in range(1, 6)]
+    assert state.delivered == 5
+    # The same notifications again: one read, nothing new, nothing sent.
+    assert notified(bridge, state, conn, payloads) == 1
+    assert len(delivered(bridge)) == 5
+
+
+def test_more_than_a_page_is_read_page_by_page_in_order(bridge, conn, publisher):
+    bridge.page_size = 4
+    state = connected(bridge, conn)
+    payloads = [publish(publisher, *range(n, n + 5)) for n in (0, 5)]
+    # 4 + 4 + 2 rows: three reads.
+    assert notified(bridge, state, conn, payloads) == 3
+    assert [message for message, _ in delivered(bridge)] == list(range(10))
+    assert state.delivered == 10
+
+
+def test_an_outbox_of_before_is_positioned_by_the_bridge_in_commit_order(
+    bridge, conn, publisher, scratch_connect, caplog
+):
+    conn.execute(f"DROP TRIGGER {outbox.POSITION_TRIGGER} ON {outbox.TABLE}")
+    with caplog.at_level(logging.WARNING, logger="oe_web_socketio.bridge"):
+        state = connected(bridge, conn)
+    assert not state.positions_at_commit
+    assert "does not position messages at commit" in caplog.text
+    # Begun first, committed last: delivered last.
+    early = scratch_connect()
+    early.execute("BEGIN")
+    outbox.publish(early.cursor(), "early", CHANNEL)
+    (early_xid,) = early.execute("SELECT pg_current_xact_id()::text").fetchone()
+    late_xid = publish(publisher, "late")
+    early.execute("COMMIT")
+    # BEGIN, the lock, the positions, COMMIT; then the read.
+    assert notified(bridge, state, conn, [late_xid, early_xid]) == 5
+    assert delivered(bridge) == [("late", 1), ("early", 2)]
+    # Once the Tryton module is updated, the bridge only reads again.
+    with conn.transaction():
+        outbox.ensure_schema(conn.cursor())
+    bridge._catch_up(state, conn)
+    assert state.positions_at_commit
+    assert notified(bridge, state, conn, [publish(publisher, "after")]) == 1
+    assert delivered(bridge)[-1] == ("after", 3)
+
+
+def test_a_notification_whose_rows_are_gone_is_one_line(
+    bridge, conn, publisher, caplog
+):
+    state = connected(bridge, conn)
+    with publisher.transaction():
+        outbox.publish(publisher.cursor(), "vanished", CHANNEL)
+        publisher.execute(f"DELETE FROM {outbox.TABLE}")
+        (gone,) = publisher.execute("SELECT pg_current_xact_id()::text").fetchone()
+    kept = publish(publisher, "kept")
+    with caplog.at_level(logging.WARNING, logger="oe_web_socketio.bridge"):
+        # The read, then the look-up of the transaction it did not see.
+        assert notified(bridge, state, conn, [gone, kept]) == 2
+        # Rows an earlier read delivered need no look-up.
+        assert notified(bridge, state, conn, [kept]) == 1
+    assert delivered(bridge) == [("kept", 1)]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        (
+            f"No message of transaction {gone} in the outbox of "
+            f"{bridge.databases[0]!r} (deleted before delivery?)"
+        )
+    ]
