@@ -2,7 +2,11 @@
 #
 #   make run    install what is missing, build, start the stack in the
 #               foreground (Ctrl-C stops it)
-#   make test   install what is missing, build, run every test
+#   make test   install what is missing, build, run `make check`, then
+#               every other test
+#   make check  on a built checkout, in under a minute: ruff, mypy and the
+#               import contracts on the egg, and its unit tests (no
+#               PostgreSQL, nginx or Chromium)
 #
 # Debian packages come from apt-get (as root, or through sudo); Python
 # distributions from the buildout, bootstrapped in .venv with the pins of
@@ -37,7 +41,7 @@ BUILD_INPUTS := buildout.cfg appliance.cfg versions.cfg $(wildcard local.cfg) \
 	examples/wsgi_chat/pyproject.toml examples/webpy_chat/pyproject.toml \
 	examples/flask_chat/pyproject.toml
 
-.PHONY: run test build deps stop not-running
+.PHONY: run test check build deps stop not-running
 
 run: not-running build
 	bin/start
@@ -49,10 +53,19 @@ not-running:
 		echo "make: the appliance is already running: 'make stop' stops it, 'bin/start --daemon' checks it" >&2; \
 		exit 1; fi
 
-test: build .venv/bin/ruff
+test: build check
+	bin/test -m "not unit"
+
+# mypy.ini and .importlinter say what they check (the egg; mypy support/
+# too, the code of the buildout's generated scripts); the unit tests are
+# the egg's tests that run in pytest's process without the appliance (the
+# root conftest.py marks them `unit`).
+check: .installed.cfg .venv/bin/ruff
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	bin/test
+	bin/mypy
+	bin/lint-imports --no-cache
+	bin/test -m unit -p no:cacheprovider src/oe.web.socketio/tests
 
 build: deps .installed.cfg node_modules/.package-lock.json
 

@@ -5,6 +5,28 @@ import pytest
 
 from tests.appliance import ROOT, Appliance
 
+#: The egg's tests: those that run in this process and need no appliance
+#: are `make check`'s.
+EGG_TESTS = ROOT / "src" / "oe.web.socketio" / "tests"
+
+#: Fixtures of the appliance (PostgreSQL, trytond, nginx) and of server
+#: processes: a test that uses one (directly or through another) is no
+#: unit test.
+NOT_UNIT_FIXTURES = frozenset(
+    {"appliance", "spawn_server", "module_spawn_server", "server_command"}
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``unit`` the egg's tests that run in this process and need no
+    appliance (no PostgreSQL, nginx or Chromium, no server process):
+    ``make check`` runs them, ``make test`` the others after it."""
+    for item in items:
+        if item.path.is_relative_to(EGG_TESTS) and NOT_UNIT_FIXTURES.isdisjoint(
+            item.fixturenames
+        ):
+            item.add_marker(pytest.mark.unit)
+
 
 def pytest_addoption(parser):
     parser.addoption(

@@ -153,6 +153,9 @@ class Handler(WSGIHandler):
     they stop being called).
     """
 
+    #: gevent's: the ``Date`` header the application gave, if any.
+    provided_date: bytes | None
+
     def handle(self) -> None:
         # The peer's address, until the application knows better (a
         # trusted proxy's X-Forwarded-For): gevent's own refusals of

@@ -73,7 +73,7 @@ import struct
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import engineio
 import gevent
@@ -467,10 +467,11 @@ class WebSocketTransport:
             try:
                 for received in self.proto.received_frames():
                     opcode = received.opcode
+                    # wsproto's payload: bytes, or (code, reason) for a close.
                     if opcode is Opcode.PING:
-                        self._append(frame(Opcode.PONG, received.payload))
+                        self._append(frame(Opcode.PONG, cast(bytes, received.payload)))
                     elif opcode is Opcode.CLOSE:
-                        code, _reason = received.payload
+                        code, _reason = cast(tuple[int, str], received.payload)
                         self._close_now(close_frame(code))
                         return None
                     elif opcode is not Opcode.PONG:
