@@ -74,6 +74,7 @@ def start_target(
     wrapper: list[str] | None = None,
     env: dict[str, str] | None = None,
     extra: list[str] | None = None,
+    sources: Path | None = None,
 ) -> subprocess.Popen:
     """Start the server to measure on *port*; return once it accepts.
 
@@ -81,12 +82,13 @@ def start_target(
         command, such as ``bench/memory_probe.py``.
     :param env: variables added to the server's environment.
     :param extra: more arguments of the ``oe`` server (e.g. ``-c FILE``).
+    :param sources: where to import ``oe_web_socketio`` from instead of the
+        checkout (:func:`export_egg`).
     """
-    env = {
-        **os.environ,
-        **(env or {}),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
-    }
+    path = [str(ROOT), *sys.path]
+    if sources is not None:
+        path.insert(0, str(sources))
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(path)}
     prefix = [sys.executable, *(wrapper or [])]
     if target == "plain":
         command = [*prefix, str(ROOT / "bench" / "plain_server.py"), str(port)]

@@ -7,6 +7,8 @@ and first-use caches are not charged to the connections.
 
 Usage: bin/python bench/idle_memory.py --target oe --connections 2000
 
+``--tree COMMIT`` serves the egg as that commit has it.
+
 With ``--breakdown`` the server runs under ``bench/memory_probe.py``, and a
 second table splits the growth per connection: Python objects (pymalloc),
 the C heap (malloc: buffers, the C stacks greenlets save), and the rest of
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ROOT,
     disconnect_all,
+    export_egg,
     free_port,
     raise_nofile_limit,
     rss_bytes,
@@ -140,6 +143,19 @@ def print_breakdown(before: dict, after: dict, connections: int) -> None:
             print(f"| {name} | {added / connections:.2f} | {shown} |")
 
 
+def print_objects(before: dict, after: dict, connections: int, lines: int) -> None:
+    """The types of objects that grew most with the connections."""
+    grown = []
+    for name, (count, size) in after.get("objects", {}).items():
+        count_before, size_before = before.get("objects", {}).get(name, (0, 0))
+        grown.append((size - size_before, count - count_before, name))
+    print()
+    print("| bytes per connection | objects per connection | type |")
+    print("|---|---|---|")
+    for size, count, name in sorted(grown, reverse=True)[:lines]:
+        print(f"| {size / connections:.0f} | {count / connections:.2f} | {name} |")
+
+
 def print_tracemalloc(probe: Probe, connections: int, lines: int) -> None:
     import tracemalloc
 
@@ -173,11 +189,19 @@ def main() -> None:
         metavar="N",
         help="also the N source lines allocating most (implies --breakdown)",
     )
+    parser.add_argument(
+        "--objects",
+        type=int,
+        default=15,
+        metavar="N",
+        help="with --breakdown, the N types of objects that grew most",
+    )
+    parser.add_argument("--tree", metavar="COMMIT", help="serve the egg of COMMIT")
     args = parser.parse_args()
-    # A client holds one descriptor, the server two (simple-websocket
-    # duplicates the socket); the server inherits this limit.
+    # A client holds one descriptor, the server one (two before its own
+    # WebSocket transport); the server inherits this limit.
     limit = raise_nofile_limit()
-    if 2 * args.connections + 100 > limit:
+    if args.connections + 100 > limit:
         raise SystemExit(f"{args.connections} connections need more than {limit} fds")
     watchdog(120 + args.connections / 20)
 
@@ -185,10 +209,15 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     breakdown = args.breakdown or args.tracemalloc > 0
     probe = Probe(args.tracemalloc > 0) if breakdown else None
+    sources = None
+    if args.tree:
+        sources = export_egg(args.tree, Path(tempfile.mkdtemp(prefix="idle_memory.")))
     if probe is None:
-        server = start_target(args.target, port)
+        server = start_target(args.target, port, sources=sources)
     else:
-        server = start_target(args.target, port, probe.wrapper, probe.env)
+        server = start_target(
+            args.target, port, probe.wrapper, probe.env, sources=sources
+        )
     try:
         # Warm-up connections stay open: after a WebSocket, plain gevent
         # reads the connection's next bytes as HTTP, and simple-websocket's
@@ -224,6 +253,7 @@ def main() -> None:
     if probe is not None:
         try:
             print_breakdown(*probed, args.connections)
+            print_objects(*probed, args.connections, args.objects)
             if args.tracemalloc:
                 print_tracemalloc(probe, args.connections, args.tracemalloc)
         finally:

@@ -8,8 +8,9 @@ Usage (``bench/idle_memory.py --breakdown`` does it)::
 Each ``SIGUSR1`` writes ``<n>.json`` (then an empty ``<n>.done``) in
 ``$MEMORY_PROBE_DIR``, for the n-th signal: the resident memory, what
 CPython's small-object allocator (pymalloc) and glibc's ``malloc`` hold,
-and the greenlets alive by kind (the function at the bottom of their
-stack) with the resident pages of each one's Python data stack. With
+the greenlets alive by kind (the function at the bottom of their
+stack) with the resident pages of each one's Python data stack, and the
+objects the garbage collector tracks, by type, with their sizes. With
 ``MEMORY_PROBE_TRACEMALLOC=1`` it also traces allocations (slower, more
 memory) and dumps a :mod:`tracemalloc` snapshot, ``<n>.tracemalloc``.
 
@@ -148,6 +149,20 @@ def greenlet_stats() -> dict[str, dict[str, float]]:
     }
 
 
+def object_stats() -> dict[str, list[int]]:
+    """The objects the garbage collector tracks (containers: instances,
+    dicts, lists, deques, frames...; not strings nor numbers), by type:
+    count and bytes (``sys.getsizeof``: the object and its own tables,
+    not what it refers to)."""
+    kinds: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for obj in gc.get_objects():
+        kind = type(obj)
+        stats = kinds[f"{kind.__module__}.{kind.__qualname__}"]
+        stats[0] += 1
+        stats[1] += sys.getsizeof(obj, 0)
+    return dict(kinds)
+
+
 def rss_bytes() -> int:
     with open("/proc/self/status") as status:
         found = re.search(r"VmRSS:\s+(\d+) kB", status.read())
@@ -164,6 +179,7 @@ def report(signum: int, frame: object) -> None:
         import tracemalloc
 
         tracemalloc.take_snapshot().dump(base + ".tracemalloc")
+    stats["objects"] = object_stats()
     # Last: walking the stacks creates a frame object for each frame.
     stats["greenlets"] = greenlet_stats()
     with open(base + ".json", "w") as out:

@@ -272,3 +272,50 @@ def test_a_broadcast_packet_is_framed_once():
     first = message_frame(pkt)
     assert first == b"\x81\x104" + b'2/chat,["news"]'
     assert message_frame(pkt) is first
+
+
+def test_frames_sent_before_the_101_are_read(server):
+    """The request's 8 KiB read buffer is released after the handshake
+    (memory per idle connection, README "Benchmarks"), and what it held
+    past the request is not lost: a client that sends its first frame
+    with the handshake gets its answer."""
+    host, port = server.url.removeprefix("http://").split(":")
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(
+            (
+                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+                f"Host: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+            + client_frame(TEXT, b"40/public,")
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert read_frame(sock)[:2] == (TEXT, 0)  # the open packet
+        assert read_frame(sock)[2].startswith(b"40/public,{")
+
+
+def test_the_request_read_buffer_is_closed_the_socket_kept():
+    from types import SimpleNamespace
+
+    from gevent import socket as gevent_socket
+    from oe_web_socketio.websocket import release_request_buffer
+
+    ours, theirs = gevent_socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(TIMEOUT)
+        rfile = ours.makefile("rb", -1)
+        theirs.sendall(b"GET / HTTP/1.1\r\n\r\n\x81\x00")
+        assert rfile.readline() == b"GET / HTTP/1.1\r\n"
+        assert rfile.readline() == b"\r\n"
+        environ = {"wsgi.input": SimpleNamespace(rfile=rfile)}
+        assert release_request_buffer(environ, ours) == b"\x81\x00"
+        assert rfile.closed
+        # Nothing held, nothing waited for.
+        assert release_request_buffer({}, ours) == b""
+        ours.settimeout(TIMEOUT)
+        theirs.sendall(b"more")
+        assert ours.recv(10) == b"more"

@@ -390,6 +390,7 @@ class WebSocketTransport:
         try:
             # The socket is fresh: the kernel takes these few bytes.
             sock.sendall(b"\r\n".join(headers) + b"\r\n\r\n")
+            self.proto.receive_bytes(release_request_buffer(environ, sock))
             sock.settimeout(self.server.ping_interval + self.server.ping_timeout)
             self._serve()
         except OSError as exc:
@@ -678,6 +679,25 @@ def _accepted_socket(environ: dict[str, Any]) -> Any:
     rfile = getattr(wsgi_input, "rfile", wsgi_input)
     raw = getattr(rfile, "raw", None)
     return getattr(raw, "_sock", None)
+
+
+def release_request_buffer(environ: dict[str, Any], sock: Any) -> bytes:
+    """Close the buffered reader gevent read the request with, whose 8 KiB
+    buffer would otherwise stay allocated as long as the WebSocket lives
+    (closing it leaves the socket open); return the bytes it held past the
+    request, frames a client sent before the ``101``, read without
+    waiting."""
+    wsgi_input = environ.get("wsgi.input")
+    rfile = getattr(wsgi_input, "rfile", wsgi_input)
+    if not hasattr(rfile, "peek"):
+        return b""
+    sock.settimeout(0)
+    try:
+        held: bytes = rfile.peek()
+    except OSError:
+        held = b""
+    rfile.close()
+    return held
 
 
 def _accept_key(key: str) -> bytes:
