@@ -256,7 +256,11 @@ class _Flusher:
         pending, self.pending = self.pending, []
         for transport in pending:
             transport.scheduled = False
-            transport._flush()
+            try:
+                transport._flush()
+            except Exception:  # a bug: the other transports still get theirs
+                logger.exception("WebSocket write failed")
+                transport.abort()
 
 
 def _handshake_error(environ: dict[str, Any]) -> str | None:
@@ -549,6 +553,9 @@ class WebSocketTransport:
             self.put(item, force=True)
         queue.sink = self
         self.attached = True
+        # From now on the session's end ends the read (close(), abort()):
+        # no timer per read (about 0.8 KiB per idle connection).
+        self.sock.settimeout(None)
 
     def put(self, item: Any, *, force: bool = False) -> None:
         """Send *item*, a packet of the session, or ``None`` for its end.
