@@ -11,10 +11,8 @@ of the notifications is tested with real clients in tests/test_bridge.py.
 
 from __future__ import annotations
 
-import configparser
 import json
 import logging
-import os
 import queue
 import re
 import subprocess
@@ -141,21 +139,12 @@ class ListenerProcess:
         self.process.stderr.close()
 
 
-def _server_uri() -> str:
-    path = os.environ.get("TRYTOND_CONFIG")
-    if not path:
-        pytest.skip("TRYTOND_CONFIG is not set: run the tests with bin/test")
-    parser = configparser.ConfigParser(interpolation=None)
-    with open(path, encoding="utf-8") as file:
-        parser.read_file(file)
-    return parser["database"]["uri"]
-
-
 @pytest.fixture(scope="module")
-def conninfo(appliance) -> str:
-    """The appliance's PostgreSQL, database ``postgres`` (``LISTEN`` and
-    ``NOTIFY`` need no table)."""
-    return psycopg.conninfo.make_conninfo(_server_uri(), dbname="postgres")
+def conninfo(scratch_database) -> str:
+    """A database of this module on the appliance's PostgreSQL (``LISTEN``
+    and ``NOTIFY`` need no table)."""
+    uri, name = scratch_database
+    return psycopg.conninfo.make_conninfo(uri, dbname=name)
 
 
 @pytest.fixture(scope="module")
