@@ -55,8 +55,8 @@ def _package_modules():
     for info in pkgutil.walk_packages(
         oe_web_socketio.__path__, prefix="oe_web_socketio."
     ):
-        if info.name in ("oe_web_socketio.__main__",) or ".contrib." in info.name:
-            continue  # __main__ runs the server; contrib needs web.py or Flask
+        if info.name == "oe_web_socketio.__main__":
+            continue  # it runs the server
         yield importlib.import_module(info.name)
 
 
