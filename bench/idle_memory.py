@@ -79,12 +79,13 @@ def settle() -> None:
 class Probe:
     """The reports of a server run under bench/memory_probe.py."""
 
-    def __init__(self, tracemalloc: bool) -> None:
+    def __init__(self, tracemalloc: bool, owners: bool = False) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="idle_memory."))
         self.wrapper = [str(ROOT / "bench" / "memory_probe.py")]
         self.env = {
             "MEMORY_PROBE_DIR": str(self.directory),
             "MEMORY_PROBE_TRACEMALLOC": "1" if tracemalloc else "0",
+            "MEMORY_PROBE_OWNERS": "1" if owners else "0",
         }
         self.count = 0
 
@@ -132,15 +133,19 @@ def print_breakdown(before: dict, after: dict, connections: int) -> None:
         f" ({per_connection('malloc_arena'):.1f}) | {other:.1f} |"
     )
     print()
-    print("| greenlet (bottom of its stack) | per connection | data stack pages |")
-    print("|---|---|---|")
+    print(
+        "| greenlet (bottom of its stack) | per connection | data stack pages"
+        " | C stack saved (KiB) |"
+    )
+    print("|---|---|---|---|")
     kinds = after["greenlets"]
     for name, stats in sorted(kinds.items()):
         added = stats["count"] - before["greenlets"].get(name, {}).get("count", 0)
         if added >= connections / 2:
             pages = stats["stack_pages"]
             shown = f"{pages:.2f}" if pages >= 0 else "?"
-            print(f"| {name} | {added / connections:.2f} | {shown} |")
+            saved = stats.get("c_stack_saved", 0) / 1024
+            print(f"| {name} | {added / connections:.2f} | {shown} | {saved:.1f} |")
 
 
 def print_objects(before: dict, after: dict, connections: int, lines: int) -> None:
@@ -154,6 +159,19 @@ def print_objects(before: dict, after: dict, connections: int, lines: int) -> No
     print("|---|---|---|")
     for size, count, name in sorted(grown, reverse=True)[:lines]:
         print(f"| {size / connections:.0f} | {count / connections:.2f} | {name} |")
+
+
+def print_owners(after: dict, connections: int, lines: int) -> None:
+    """Where the containers that came with the connections are held."""
+    places = sorted(
+        ((size, count, place) for place, (count, size) in after["owners"].items()),
+        reverse=True,
+    )
+    print()
+    print("| bytes per connection | per connection | held in |")
+    print("|---|---|---|")
+    for size, count, place in places[:lines]:
+        print(f"| {size / connections:.0f} | {count / connections:.2f} | {place} |")
 
 
 def print_tracemalloc(probe: Probe, connections: int, lines: int) -> None:
@@ -196,6 +214,12 @@ def main() -> None:
         metavar="N",
         help="with --breakdown, the N types of objects that grew most",
     )
+    parser.add_argument(
+        "--owners",
+        action="store_true",
+        help="also where the new dicts, lists, tuples, sets and deques are held"
+        " (slow: a few hundred connections; implies --breakdown)",
+    )
     parser.add_argument("--tree", metavar="COMMIT", help="serve the egg of COMMIT")
     args = parser.parse_args()
     # A client holds one descriptor, the server one (two before its own
@@ -207,8 +231,8 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    breakdown = args.breakdown or args.tracemalloc > 0
-    probe = Probe(args.tracemalloc > 0) if breakdown else None
+    breakdown = args.breakdown or args.tracemalloc > 0 or args.owners
+    probe = Probe(args.tracemalloc > 0, args.owners) if breakdown else None
     sources = None
     if args.tree:
         sources = export_egg(args.tree, Path(tempfile.mkdtemp(prefix="idle_memory.")))
@@ -254,6 +278,8 @@ def main() -> None:
         try:
             print_breakdown(*probed, args.connections)
             print_objects(*probed, args.connections, args.objects)
+            if args.owners:
+                print_owners(probed[1], args.connections, args.objects)
             if args.tracemalloc:
                 print_tracemalloc(probe, args.connections, args.tracemalloc)
         finally:

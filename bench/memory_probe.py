@@ -115,13 +115,15 @@ def resident_pages(address: int, count: int) -> int:
 
 
 def greenlet_stats() -> dict[str, dict[str, float]]:
-    """Greenlets alive by kind: count and mean resident data stack pages."""
+    """Greenlets alive by kind: count, mean resident data stack pages and
+    mean bytes of C stack saved in the heap."""
     import greenlet
 
     pages_known = sys.version_info[:2] in ((3, 11), (3, 12)) and os.path.exists(
         "/proc/self/pagemap"
     )
     kinds: dict[str, list[int]] = collections.defaultdict(list)
+    saved: dict[str, int] = collections.Counter()
     for obj in gc.get_objects():
         if not isinstance(obj, greenlet.greenlet) or obj.dead:
             continue
@@ -140,10 +142,13 @@ def greenlet_stats() -> dict[str, dict[str, float]]:
         code = frame.f_code
         name = f"{os.path.basename(code.co_filename)}:{code.co_name}"
         kinds[name].append(pages)
+        # The bytes of C stack the greenlet keeps in the heap while others run.
+        saved[name] += getattr(obj, "_stack_saved", 0)
     return {
         name: {
             "count": len(pages),
             "stack_pages": (sum(pages) / len(pages)) if min(pages) >= 0 else -1,
+            "c_stack_saved": saved[name] / len(pages),
         }
         for name, pages in kinds.items()
     }
@@ -163,6 +168,58 @@ def object_stats() -> dict[str, list[int]]:
     return dict(kinds)
 
 
+#: The ids of the objects the first report saw (``MEMORY_PROBE_OWNERS``).
+SEEN: set[int] = set()
+
+#: The types whose new objects :func:`owner_stats` places.
+OWNED = (dict, list, tuple, set, collections.deque)
+
+
+def owner_stats() -> dict[str, list[int]]:
+    """The containers (dict, list, tuple, set, deque) created since the
+    first report, by where each is held: the type of the object holding
+    it, and the key or attribute it is held under (one level up), with
+    their count and bytes. Slow: for a few hundred connections."""
+    objects = gc.get_objects()
+    if not SEEN:
+        SEEN.update(map(id, objects))
+        return {}
+    new = {id(obj): obj for obj in objects if id(obj) not in SEEN}
+    wanted = {key for key, obj in new.items() if type(obj) in OWNED}
+    owners: dict[int, object] = {}
+    for holder in objects:
+        for referent in gc.get_referents(holder):
+            if id(referent) in wanted and id(referent) not in owners:
+                owners[id(referent)] = holder
+    # Instances' __dict__: named after the instance that holds them.
+    holders_of_dicts = {
+        id(vars(obj)): obj
+        for obj in objects
+        if hasattr(obj, "__dict__")
+        and not isinstance(obj, type)
+        and isinstance(getattr(obj, "__dict__", None), dict)
+    }
+    places: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for key in wanted:
+        obj = new[key]
+        holder = owners.get(key)
+        place = "?"
+        if holder is not None:
+            where = type(holder).__qualname__
+            if isinstance(holder, dict):
+                name = next((k for k, v in holder.items() if v is obj), "?")
+                named = holders_of_dicts.get(id(holder))
+                if named is not None:
+                    where = type(named).__qualname__ + "." + str(name)
+                else:
+                    where = f"dict[{str(name)[:24]}]"
+            place = where
+        stats = places[f"{type(obj).__qualname__} in {place}"]
+        stats[0] += 1
+        stats[1] += sys.getsizeof(obj, 0)
+    return dict(places)
+
+
 def rss_bytes() -> int:
     with open("/proc/self/status") as status:
         found = re.search(r"VmRSS:\s+(\d+) kB", status.read())
@@ -180,6 +237,8 @@ def report(signum: int, frame: object) -> None:
 
         tracemalloc.take_snapshot().dump(base + ".tracemalloc")
     stats["objects"] = object_stats()
+    if os.environ.get("MEMORY_PROBE_OWNERS") == "1":
+        stats["owners"] = owner_stats()
     # Last: walking the stacks creates a frame object for each frame.
     stats["greenlets"] = greenlet_stats()
     with open(base + ".json", "w") as out:
