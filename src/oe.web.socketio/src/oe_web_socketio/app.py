@@ -223,11 +223,14 @@ class Application:
 
         self.longpolling = serve_longpolling(self.router, config, host, self.bridge)
         self.fallback = fallback
+        # Its bound __call__: called as a method, not as an instance, it runs
+        # without a C recursion, which a WebSocket's greenlet would keep in
+        # the heap (its C stack, saved) as long as the connection lives.
         self._wsgi_app = socketio.WSGIApp(
             self.sio,
             self.router if fallback is None else self._plain,
             socketio_path=SOCKETIO_PATH,
-        )
+        ).__call__
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]

@@ -33,6 +33,7 @@ own sockets are used explicitly.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import socket
@@ -394,6 +395,11 @@ def make_server(
 ) -> Server:
     """Build (not start) the server listening where *config* says, handling
     at most *max_connections* connections at once (:attr:`Server.max_connections`)."""
+    # An instance's __call__ is reached through a C recursion, a bound
+    # method is not (see Application._wsgi_app).
+    call = wsgi_app
+    if not (inspect.isfunction(wsgi_app) or inspect.ismethod(wsgi_app)):
+        call = wsgi_app.__call__
     return Server(
-        (config.interface, config.port), wsgi_app, max_connections=max_connections
+        (config.interface, config.port), call, max_connections=max_connections
     )
