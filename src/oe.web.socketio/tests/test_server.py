@@ -175,6 +175,40 @@ def test_connection_is_closed_after_a_websocket_request(server):
         assert read_until_closed(client).count(b"HTTP/1.1 200 OK") == 1
 
 
+def test_a_websocket_request_keeps_no_parsed_headers():
+    """They are in the environ, and the request lasts as long as the
+    WebSocket (memory per idle connection, README "Benchmarks")."""
+    handlers: list[Handler] = []
+    seen = []
+
+    class KeepingHandler(Handler):
+        def handle(self):
+            handlers.append(self)
+            super().handle()
+
+    def app(environ, start_response):
+        seen.append((environ.get("HTTP_UPGRADE"), handlers[-1].headers))
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    server = Server(("127.0.0.1", 0), app)
+    server.handler_class = KeepingHandler
+    server.start()
+    try:
+        with gevent.socket.create_connection(server.address[:2]) as client:
+            client.sendall(
+                b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n"
+            )
+            read_until_closed(client)
+    finally:
+        server.stop(timeout=1)
+    (plain, plain_headers), (upgrade, headers) = seen
+    assert plain is None and plain_headers is not None
+    assert upgrade == "websocket" and headers is None
+
+
 class SendRecorder:
     """A handler's socket, whose ``sendall`` calls are recorded."""
 

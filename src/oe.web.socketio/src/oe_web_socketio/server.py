@@ -166,8 +166,13 @@ class Handler(WSGIHandler):
         super().handle()
 
     def run_application(self) -> None:
+        websocket = is_websocket_request(self.environ)
+        if websocket:
+            # Parsed into the environ already, and a WebSocket's request
+            # lasts as long as the connection (memory per idle connection).
+            self.headers = None
         super().run_application()
-        if self.status is None or is_websocket_request(self.environ):
+        if self.status is None or websocket:
             self.close_connection = True
 
     def log_request(self) -> None:
