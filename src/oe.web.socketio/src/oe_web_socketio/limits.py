@@ -268,10 +268,18 @@ class Limits:
 
         Every packet of python-socketio comes through here, one call per
         recipient of a fan-out: a refusal must not raise, or the emitting
-        loop would skip the recipients after this one.
+        loop would skip the recipients after this one. A session whose
+        WebSocket is attached gets the packet straight in its queue, which
+        hands it to the transport: python-engineio's ``send_packet`` would
+        look the session up again, check its ping timeout (the service
+        task does, for every session) and call its logger, per recipient.
         """
+        socket = self.sockets.get(sid)
         try:
-            super().send_packet(sid, pkt)  # type: ignore[misc]
+            if socket is not None and not socket.closed and socket.queue.sink:
+                socket.queue.put(pkt)
+            else:
+                super().send_packet(sid, pkt)  # type: ignore[misc]
         except QueueFull as exc:
             socket = self.sockets.get(sid)
             if socket is not None and not self.is_reading(socket):
