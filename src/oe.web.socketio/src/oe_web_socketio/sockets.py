@@ -135,8 +135,9 @@ class EngineIOServer(Limits, engineio.Server):
         Each is worth reporting to python-engineio (its ``Socket.receive``
         and ``Payload.decode`` have no error handling of their own).
         """
-        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
-        sid = query.get("sid", [""])[0]
+        # No local dict: this frame lasts as long as a WebSocket does.
+        query = environ.get("QUERY_STRING", "")
+        sid = urllib.parse.parse_qs(query).get("sid", [""])[0]
         session = self.sockets.get(sid) if sid else None
         method = environ.get("REQUEST_METHOD")
         if session is None or method not in ("GET", "POST"):
