@@ -120,6 +120,10 @@ CLOSE_REASON_SIZE = 123
 #: to) its WebSocket transport, for :func:`abort_transport`.
 TRANSPORT = "oe_web_socketio_transport"
 
+#: The attribute of a python-engineio session that holds the loop timer
+#: of its next ping (see :func:`ping_later`).
+PING_TIMER = "oe_web_socketio_ping_timer"
+
 #: The attribute of an Engine.IO packet that keeps its WebSocket frame,
 #: built once for every recipient (see :func:`message_frame`).
 FRAME = "oe_web_socketio_frame"
@@ -222,6 +226,9 @@ def ping_later(session: Any, interval: float) -> None:
     just before, so python-engineio's ping timeout check passes).
     """
     timer = gevent.get_hub().loop.timer(interval)
+    # Stopped at the end of a WebSocket, which would else keep the
+    # session (and what it references) until the timer fires.
+    setattr(session, PING_TIMER, timer)
 
     def ping() -> None:
         if not session.closing and not session.closed:
@@ -532,7 +539,9 @@ class WebSocketTransport:
         self.finished = True
         self.chunks = []
         self.buffered = 0
-        for watcher in (self._writer, self._deadline):
+        # A session that goes on polling (an upgrade lost) keeps its pings.
+        ping = getattr(session, PING_TIMER, None) if session.closed else None
+        for watcher in (self._writer, self._deadline, ping):
             if watcher is not None:
                 watcher.close()
         self._writer = self._deadline = None
