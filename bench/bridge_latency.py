@@ -28,15 +28,21 @@ client) pair: one machine, one wall clock (Python's ``time.time()``,
 Node's ``performance.timeOrigin + performance.now()``). Figures: p50,
 p99, max; deliveries against expected, and how many clients received
 every message exactly once, in publication order, with increasing
-positions; the server's CPU time per phase (from /proc) and its RSS; the
+positions; the server's CPU time per phase (from /proc), per delivery and
+per message published (a notification), and its RSS; the
 busiest client process's CPU use (near 100 %, the clients, not the
 server, set the latency). The commit itself (``commit ms``, the median)
 is not part of the latency.
 
 Exits with status 1 if any message is missing, duplicated or out of order.
 
+``--tree COMMIT`` runs the egg as that commit has it (server and outbox
+schema, exported with ``git archive``), for before/after figures in one
+sitting.
+
 Usage: bin/python bench/bridge_latency.py [--subscribers 1000]
            [--messages 200] [--interval 0.1] [--burst 200] [--workers 2]
+           [--tree COMMIT]
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import argparse
 import configparser
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import queue
@@ -57,6 +64,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -68,6 +76,7 @@ from common import (
     ROOT,
     cpu_seconds,
     die_with_parent,
+    egg_launcher,
     free_port,
     percentile,
     raise_nofile_limit,
@@ -115,7 +124,9 @@ def drop_database(uri: str) -> None:
         )
 
 
-def create_database(uri: str) -> None:
+def create_database(uri: str, schema: ModuleType = outbox) -> None:
+    """Create :data:`DATABASE` with the outbox of *schema* (the module
+    :mod:`oe_web_socketio.outbox` of the egg that runs)."""
     drop_database(uri)
     with psycopg.connect(uri, dbname="postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
@@ -123,7 +134,22 @@ def create_database(uri: str) -> None:
         psycopg.connect(uri, dbname=DATABASE, autocommit=True) as conn,
         conn.transaction(),
     ):
-        outbox.ensure_schema(conn.cursor())
+        schema.ensure_schema(conn.cursor())
+
+
+# --- the egg of another commit
+
+
+def tree_outbox(sources: Path) -> ModuleType:
+    """The outbox module of the egg in *sources* (it imports nothing of
+    the egg, so it loads from its file)."""
+    spec = importlib.util.spec_from_file_location(
+        "tree_outbox", sources / "oe_web_socketio" / "outbox.py"
+    )
+    assert spec is not None and spec.loader is not None
+    schema = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(schema)
+    return schema
 
 
 # --- the server
@@ -134,10 +160,12 @@ def health(url: str) -> dict[str, Any]:
         return json.load(response)
 
 
-def start_server(uri: str, workdir: Path, port: int) -> subprocess.Popen:
-    """``bin/oe_web_socketio`` serving :data:`DATABASE` to anonymous
-    subscribers (tests/bridge_namespaces.py); return once it listens."""
-    program = ROOT / "bin" / "oe_web_socketio"
+def start_server(
+    uri: str, workdir: Path, port: int, program: Path = ROOT / "bin" / "oe_web_socketio"
+) -> subprocess.Popen:
+    """*program* (``bin/oe_web_socketio``) serving :data:`DATABASE` to
+    anonymous subscribers (tests/bridge_namespaces.py); return once it
+    listens."""
     if not program.exists():
         raise SystemExit(f"{program} is missing: build the appliance first")
     trytond_conf = workdir / "trytond.conf"
@@ -166,7 +194,11 @@ def start_server(uri: str, workdir: Path, port: int) -> subprocess.Popen:
         ],
         env=dict(
             os.environ,
-            PYTHONPATH=str(ROOT / "tests"),
+            # The caller's PYTHONPATH after ours (a package to try, such as
+            # psycopg-binary installed with pip --target).
+            PYTHONPATH=os.pathsep.join(
+                filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])
+            ),
             TRYTOND_CONFIG=str(trytond_conf),
         ),
         stdin=subprocess.DEVNULL,
@@ -364,6 +396,7 @@ class Phase:
             "commit ms": round(statistics.median(self.durations) * 1000, 2),
             "server CPU s": round(self.server_cpu, 2),
             "server µs/delivery": round(self.server_cpu / max(delivered, 1) * 1e6, 1),
+            "server ms/message": round(self.server_cpu / self.count * 1e3, 2),
             "server CPU %": round(self.server_cpu / max(self.wall, 1e-9) * 100),
             "busiest client CPU %": round(self.client_cpu / max(self.wall, 1e-9) * 100),
         }
@@ -374,13 +407,14 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
     uri = server_uri()
     total = args.messages + args.burst
     workdir = Path(tempfile.mkdtemp(prefix="bridge_latency."))
-    create_database(uri)
+    program, sources = egg_launcher(args.tree, workdir)
+    create_database(uri, tree_outbox(sources) if args.tree else outbox)
     server: subprocess.Popen | None = None
     workers: list[Clients] = []
     publisher: psycopg.Connection | None = None
     try:
         port = free_port()
-        server = start_server(uri, workdir, port)
+        server = start_server(uri, workdir, port, program)
         url = f"http://127.0.0.1:{port}"
         rss_idle = rss_bytes(server.pid)
         sizes = [args.subscribers // args.workers] * args.workers
@@ -518,6 +552,9 @@ def main() -> None:
         type=float,
         default=20,
         help="seconds every client has, after a phase, to get its messages",
+    )
+    parser.add_argument(
+        "--tree", metavar="COMMIT", help="run the egg of this commit (default: ours)"
     )
     args = parser.parse_args()
     for name in ("subscribers", "workers"):

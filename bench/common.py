@@ -144,6 +144,24 @@ def export_egg(commit: str, directory: Path) -> Path:
     return directory / EGG_SOURCES
 
 
+def egg_launcher(commit: str | None, workdir: Path) -> tuple[Path, Path]:
+    """``bin/oe_web_socketio`` and the egg's sources, or, given *commit*,
+    a copy of the script that runs the egg as *commit* has it and those
+    sources (exported with :func:`export_egg` into *workdir*)."""
+    script = ROOT / "bin" / "oe_web_socketio"
+    if commit is None:
+        return script, ROOT / EGG_SOURCES
+    tree = workdir / "tree"
+    tree.mkdir()
+    sources = export_egg(commit, tree)
+    copy = workdir / "oe_web_socketio"
+    copy.write_text(
+        script.read_text().replace(repr(str(ROOT / EGG_SOURCES)), repr(str(sources)))
+    )
+    copy.chmod(0o755)
+    return copy, sources
+
+
 def wait_accepting(
     process: subprocess.Popen, port: int, timeout: float, what: str
 ) -> None:

@@ -77,11 +77,10 @@ from engineio import payload as eio_payload  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bus_polls import login, rpc, trytond_port  # noqa: E402
 from common import (  # noqa: E402
-    EGG_SOURCES,
     ROOT,
     cpu_seconds,
     die_with_parent,
-    export_egg,
+    egg_launcher,
     free_port,
     own_cpu_seconds,
     raise_nofile_limit,
@@ -1012,29 +1011,11 @@ def start_senders(args, port: int, session: str) -> list[subprocess.Popen]:
     ]
 
 
-def launcher(commit: str | None, workdir: Path) -> Path:
-    """``bin/oe_web_socketio``, or a copy of it that runs the egg's code as
-    *commit* has it (exported with ``git archive`` into *workdir*; the
-    git-ignored egg-info and bundle copied from the checkout)."""
-    script = ROOT / "bin" / "oe_web_socketio"
-    if commit is None:
-        return script
-    tree = workdir / "tree"
-    tree.mkdir()
-    sources = export_egg(commit, tree)
-    copy = workdir / "oe_web_socketio"
-    copy.write_text(
-        script.read_text().replace(repr(str(ROOT / EGG_SOURCES)), repr(str(sources)))
-    )
-    copy.chmod(0o755)
-    return copy
-
-
 def run(args: argparse.Namespace) -> dict:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="fuzz-", dir=ROOT / "var"))
     log = workdir / "oe_web_socketio.log"
-    command = launcher(args.tree, workdir)
+    command, _sources = egg_launcher(args.tree, workdir)
     env = dict(os.environ)
     env.pop("TRYTOND_CONFIG", None)
     with log.open("w") as output:
