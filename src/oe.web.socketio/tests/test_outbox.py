@@ -383,6 +383,23 @@ def test_a_big_transaction_gets_consecutive_positions_in_insertion_order(db):
     assert by_position(db) == [(n + 1, n) for n in range(500)]
 
 
+def test_with_constraints_immediate_each_statement_positions_its_rows(db):
+    """``SET CONSTRAINTS ALL IMMEDIATE`` fires the trigger after each
+    insert: every row is positioned, in order, and only once."""
+    create(db)
+    with db.transaction():
+        db.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        outbox.publish(db.cursor(), "first")
+        outbox.publish(db.cursor(), "second")
+        with pytest.raises(ZeroDivisionError), db.transaction():
+            outbox.publish(db.cursor(), "rolled back to the savepoint")
+            raise ZeroDivisionError
+        outbox.publish(db.cursor(), "third")
+    assert [payload for _, payload in by_position(db)] == ["first", "second", "third"]
+    positions = [position for position, _ in by_position(db)]
+    assert positions == sorted(set(positions))
+
+
 def test_a_commit_waits_for_the_one_positioning_before_it(db, connect):
     """What makes positions visible in order: a transaction positioning
     its rows holds the lock until its commit is visible; the next waits."""
