@@ -37,6 +37,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -217,6 +218,8 @@ def main() -> None:
     finally:
         sampler.done.set()
         stop(server)
+        # The exported egg; the log and the record stay.
+        shutil.rmtree(workdir / "src", ignore_errors=True)
     record = json.loads(generator.stdout.strip().splitlines()[-1])
     (workdir / "record.json").write_text(json.dumps(record, indent=1))
     connect = record.get("connect", {})

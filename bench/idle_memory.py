@@ -233,9 +233,10 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     breakdown = args.breakdown or args.tracemalloc > 0 or args.owners
     probe = Probe(args.tracemalloc > 0, args.owners) if breakdown else None
-    sources = None
+    sources = exported = None
     if args.tree:
-        sources = export_egg(args.tree, Path(tempfile.mkdtemp(prefix="idle_memory.")))
+        exported = Path(tempfile.mkdtemp(prefix="idle_memory."))
+        sources = export_egg(args.tree, exported)
     if probe is None:
         server = start_target(args.target, port, sources=sources)
     else:
@@ -263,6 +264,8 @@ def main() -> None:
             print(f"# {left} client(s) still disconnecting after 30 s", file=sys.stderr)
     finally:
         stop(server)
+        if exported is not None:
+            shutil.rmtree(exported, ignore_errors=True)
     per_connection = (after - before) / args.connections
     print(
         "| target | connections | RSS before (MiB) | RSS after (MiB)"

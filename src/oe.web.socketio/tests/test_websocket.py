@@ -212,25 +212,36 @@ def read_frame(sock: socket.socket) -> tuple[int, int, bytes]:
     return first & 0x0F, (first >> 4) & 0x7, exactly(length)
 
 
+def handshake(sock: socket.socket, host: str, extra: str = "", then: bytes = b""):
+    """Ask *sock*'s server for a WebSocket (with the *extra* header lines),
+    sending *then* in the same write; return the answer's head."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+            f"Host: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extra}\r\n"
+        ).encode()
+        + then
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    return head
+
+
 def test_compression_only_from_the_threshold(server):
     """permessage-deflate, offered (as browsers do) and allowed by the
     setting: a message of 1 KiB or more comes compressed (RSV1), a small
     one as is, and the client may send compressed messages too."""
     host, port = server.url.removeprefix("http://").split(":")
-    key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
-        sock.sendall(
-            (
-                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-                f"Host: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Extensions: permessage-deflate; "
-                "client_max_window_bits\r\n\r\n"
-            ).encode()
+        head = handshake(
+            sock,
+            host,
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
         )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
         assert head.startswith(b"HTTP/1.1 101 ")
         assert b"Sec-WebSocket-Extensions: permessage-deflate" in head
         assert read_frame(sock)[:2] == (TEXT, 0)  # the open packet
@@ -280,19 +291,8 @@ def test_frames_sent_before_the_101_are_read(server):
     past the request is not lost: a client that sends its first frame
     with the handshake gets its answer."""
     host, port = server.url.removeprefix("http://").split(":")
-    key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
-        sock.sendall(
-            (
-                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-                f"Host: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-            + client_frame(TEXT, b"40/public,")
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1)
+        head = handshake(sock, host, then=client_frame(TEXT, b"40/public,"))
         assert head.startswith(b"HTTP/1.1 101 ")
         assert read_frame(sock)[:2] == (TEXT, 0)  # the open packet
         assert read_frame(sock)[2].startswith(b"40/public,{")
