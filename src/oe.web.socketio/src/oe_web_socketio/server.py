@@ -156,6 +156,9 @@ class Handler(WSGIHandler):
 
     #: gevent's: the ``Date`` header the application gave, if any.
     provided_date: bytes | None
+    #: gevent's: the request's headers; ``None`` once a WebSocket's are
+    #: dropped.
+    headers: Any
 
     def handle(self) -> None:
         # The peer's address, until the application knows better (a
@@ -404,7 +407,8 @@ def make_server(
     # method is not (see Application._wsgi_app).
     call = wsgi_app
     if not (inspect.isfunction(wsgi_app) or inspect.ismethod(wsgi_app)):
-        call = wsgi_app.__call__
+        # mypy 2.4 takes a Callable's own __call__ for "not callable".
+        call = wsgi_app.__call__  # type: ignore[operator]
     return Server(
         (config.interface, config.port), call, max_connections=max_connections
     )

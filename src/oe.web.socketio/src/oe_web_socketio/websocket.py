@@ -703,7 +703,7 @@ def release_request_buffer(environ: dict[str, Any], sock: Any) -> bytes:
     (closing it leaves the socket open); return the bytes it held past the
     request, frames a client sent before the ``101``, read without
     waiting."""
-    wsgi_input = environ.get("wsgi.input")
+    wsgi_input: Any = environ.get("wsgi.input")
     rfile = getattr(wsgi_input, "rfile", wsgi_input)
     if not hasattr(rfile, "peek"):
         return b""
