@@ -40,6 +40,13 @@ Invariants:
   prune;
 * :data:`SCHEMA` is idempotent: running it again changes nothing.
 
+Caveat: a transaction that runs ``SET CONSTRAINTS ALL IMMEDIATE`` fires
+the trigger at each insert, not at commit: its rows are positioned all
+the same, in order, but it holds the lock from its first message to its
+end, and the commits of other publishing transactions wait for it.
+(Publishing transactions are serialised at commit anyway: PostgreSQL
+queues the notifications of one committing transaction at a time.)
+
 Messages must be JSON (``json.dumps`` without help): what is published is
 what every client receives, in every language.
 
