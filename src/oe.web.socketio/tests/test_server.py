@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import socket
+import sys
 from collections.abc import Iterator
 
 import gevent
@@ -207,6 +208,31 @@ def test_a_websocket_request_keeps_no_parsed_headers():
     (plain, plain_headers), (upgrade, headers) = seen
     assert plain is None and plain_headers is not None
     assert upgrade == "websocket" and headers is None
+
+
+def test_a_connection_is_handled_from_the_bottom_of_its_greenlet():
+    """No gevent ``handle(*args)`` below the request: that call is a C
+    recursion, whose C stack the greenlet of every WebSocket keeps in the
+    heap (memory per idle connection, README "Benchmarks")."""
+    bottoms = []
+
+    def app(environ, start_response):
+        frame = sys._getframe()
+        while frame.f_back is not None:
+            frame = frame.f_back
+        bottoms.append(frame.f_code.co_qualname)
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    server = Server(("127.0.0.1", 0), app)
+    server.start()
+    try:
+        with gevent.socket.create_connection(server.address[:2]) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(client).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        server.stop(timeout=1)
+    assert bottoms == ["Server._handle_and_close"]
 
 
 class SendRecorder:
