@@ -453,9 +453,9 @@ def session_limit(
     :raises ConfigError: the setting is above what fits, or nothing fits.
         Refused rather than lowered with a warning: a number the
         administrator wrote is capacity planned on, and a shortfall is
-        best seen at start, while someone watches, than as refusals at the
-        busiest hour; left as it is, the server would past the limit fail
-        to accept anyone, or to connect to its database.
+        better seen at start, while someone watches, than as refusals at
+        the busiest hour; left as it is, past the limit the server would
+        fail to accept anyone, or to connect to its database.
     """
     setting = config.max_connections
     if setting == 0:
@@ -507,7 +507,8 @@ def set_limits(eio: Limits, config: Config) -> None:
 
 def descriptors_per_session(eio: Any) -> int:
     """The file descriptors one session of *eio* holds: its WebSocket
-    transport's ``descriptors`` (simple-websocket's holds two), else one."""
+    transport's ``descriptors`` (two for one that duplicates the socket, as
+    simple-websocket's did), else one."""
     transport = getattr(eio, "_async", {}).get("websocket")
     return int(getattr(transport, "descriptors", 1))
 
