@@ -20,14 +20,15 @@ and per-recipient encoding of what a broadcast sends to all.
   (:func:`~oe_web_socketio.protocol.decode_engineio_packet`).
 * **No writer greenlet.** The session's queue
   (:class:`~oe_web_socketio.limits.PacketQueue`) hands each packet to
-  :meth:`WebSocketTransport.put` in the sending greenlet: its frame is
-  appended to the connection's output buffer, and the buffers that got
-  frames are written at the next turn of the event loop, each with one
-  non-blocking ``send()`` (the frames queued meanwhile go out in one
-  write). What the kernel does not take stays in the buffer, flushed by a
-  write watcher when the socket becomes writable. That buffer is what
-  ``max_queued_bytes`` bounds; a client that does not read is cut (see
-  :mod:`oe_web_socketio.limits`).
+  :meth:`WebSocketTransport.put` in the sending greenlet, which appends
+  its frame to the connection's output buffer. The first frame of a turn
+  of the event loop is written at once, with a non-blocking ``send()``
+  (a lone message waits for nothing); the frames that follow it in the
+  same turn (a burst of broadcasts) are written together at the turn's
+  end, with one ``send()`` per connection. What the kernel does not take
+  stays in the buffer, flushed by a write watcher when the socket becomes
+  writable. That buffer is what ``max_queued_bytes`` bounds; a client
+  that does not read is cut (see :mod:`oe_web_socketio.limits`).
 * **One encode per broadcast.** python-socketio sends the same Engine.IO
   packet object to every recipient of an emit: its frame is built once
   (:func:`message_frame`) and kept on the packet.
@@ -605,8 +606,12 @@ class WebSocketTransport:
         self.chunks.append(data)
         self.buffered += len(data)
         if not self.scheduled and not self.blocked:
+            # The first frame of this turn of the event loop goes out now
+            # (a lone message waits for nothing); those that follow it in
+            # the same turn wait for the turn's end, to go out together.
             self.scheduled = True
             self._flusher.add(self)
+            self._flush()
 
     def _write_now(self, data: bytes) -> None:
         """Append *data* and write the buffer now."""
@@ -617,7 +622,11 @@ class WebSocketTransport:
         """Write what is buffered with one non-blocking ``send()``; keep
         what the kernel does not take for the write watcher."""
         chunks = self.chunks
-        if not chunks or self.finished:
+        if self.finished:
+            return
+        if not chunks:
+            if self.closing:
+                self._shutdown()
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
@@ -664,8 +673,10 @@ class WebSocketTransport:
     def _close_now(self, data: bytes) -> None:
         if self.closing or self.finished:
             return
-        self._append(data)
         self.closing = True
+        self._append(data)
+        # Shut down once all is written: now, or when the watcher has
+        # written the rest.
         self._flush()
         if self.blocked and self._deadline is None:
             self._deadline = gevent.get_hub().loop.timer(self.server.ping_timeout)
