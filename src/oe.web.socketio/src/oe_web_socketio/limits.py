@@ -272,12 +272,17 @@ class Limits:
         WebSocket is attached gets the packet straight in its queue, which
         hands it to the transport: python-engineio's ``send_packet`` would
         look the session up again, check its ping timeout (the service
-        task does, for every session) and call its logger, per recipient.
+        task does, for every session) and call its logger, per recipient;
+        the queue would measure the packet, which the transport does not
+        need (its cap counts the frames it holds).
         """
         socket = self.sockets.get(sid)
         try:
-            if socket is not None and not socket.closed and socket.queue.sink:
-                socket.queue.put(pkt)
+            sink = socket.queue.sink if socket is not None else None
+            if sink is not None and not socket.closed:
+                # What PacketQueue.put does for a message, without its size.
+                socket.queue.used = True
+                sink.put(pkt)
             else:
                 super().send_packet(sid, pkt)  # type: ignore[misc]
         except QueueFull as exc:
