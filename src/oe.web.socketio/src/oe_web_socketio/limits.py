@@ -276,7 +276,7 @@ class Limits:
         the queue would measure the packet, which the transport does not
         need (its cap counts the frames it holds).
         """
-        socket = self.sockets.get(sid)
+        socket: Any = self.sockets.get(sid)
         try:
             sink = socket.queue.sink if socket is not None else None
             if sink is not None and not socket.closed:
