@@ -31,7 +31,10 @@ and per-recipient encoding of what a broadcast sends to all.
   that does not read is cut (see :mod:`oe_web_socketio.limits`).
 * **One encode per broadcast.** python-socketio sends the same Engine.IO
   packet object to every recipient of an emit: its frame is built once
-  (:func:`message_frame`) and kept on the packet.
+  (:func:`message_frame`) and kept on the packet. A connection that
+  agreed on ``permessage-deflate`` (``websocket_compression``) gets
+  messages of :data:`COMPRESSION_THRESHOLD` bytes or more compressed
+  with its own zlib state, so those are framed per connection.
 * **Pings on timers.** The ping a session is due is a timer of the event
   loop (:func:`ping_later`), not a sleeping greenlet.
 
@@ -50,13 +53,15 @@ Invariants:
   :attr:`~WebSocketTransport.close_code`, and shuts the connection down
   once it is written (or after ``ping_timeout`` if the client does not
   read it); :func:`abort_transport` shuts it down at once. Either ends the
-  request greenlet's read, which ends the session if it is not over and
-  returns; the server's handler then closes the socket. A close frame from
-  the client is answered with its code, and the connection shut down. A
-  frame that breaks RFC 6455 closes with the code wsproto names (1002,
-  1007, ...), a message over ``max_http_buffer_size`` with 1009, a packet
-  no client sends with the code of
-  :class:`~oe_web_socketio.protocol.EngineIOPacketError`: one log line
+  request greenlet's read (which has no timeout once the WebSocket is
+  attached; before, during an upgrade, ``ping_interval + ping_timeout``),
+  which ends the session if it is not over and returns; the server's
+  handler then closes the socket. A close frame from the client is
+  answered with its code, and the connection shut down. A frame that
+  breaks RFC 6455 closes with the code wsproto names (1002, 1007, ...), a
+  message over ``max_http_buffer_size`` with 1009, a packet no client
+  sends with the code of
+  :class:`~oe_web_socketio.exceptions.EngineIOPacketError`: one log line
   each, and the request is marked :data:`REFUSED`.
 * The watchers of a transport are stopped before the request returns, and
   a transport whose request returned writes nothing more: the descriptor
