@@ -588,7 +588,10 @@ class WebSocketTransport:
             data = item.encode()
             if len(data) >= COMPRESSION_THRESHOLD:
                 assert self.proto is not None
-                self._append(bytes(self.proto.send_data(data)), force)
+                # Refused before compressing: the compressor's state must
+                # only ever see what the client gets.
+                self._check_room(len(data), force)
+                self._append(bytes(self.proto.send_data(data)))
                 return
         self._append(message_frame(item), force)
 
@@ -601,13 +604,18 @@ class WebSocketTransport:
         # A frame partly written stays: the connection is cut anyway.
         return freed
 
+    def _check_room(self, size: int, force: bool) -> None:
+        """:raises QueueFull: *size* more bytes would take the buffer past
+        the session's cap (unless *force*, or the buffer is empty)."""
+        if not force and self.buffered:
+            limit = getattr(self.session.queue, "limit", None)
+            if limit is not None and self.buffered + size > limit:
+                raise QueueFull(self.buffered, size, limit)
+
     def _append(self, data: bytes, force: bool = True) -> None:
         if self.finished:
             return
-        if not force and self.buffered:
-            limit = getattr(self.session.queue, "limit", None)
-            if limit is not None and self.buffered + len(data) > limit:
-                raise QueueFull(self.buffered, len(data), limit)
+        self._check_room(len(data), force)
         self.chunks.append(data)
         self.buffered += len(data)
         if not self.scheduled and not self.blocked:
