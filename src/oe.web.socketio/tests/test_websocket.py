@@ -366,3 +366,21 @@ def test_a_burst_past_the_cap_keeps_the_compressed_stream_whole(server, opened):
             assert text.startswith("42/public,"), text[:80]
             numbers.append(json.loads(text[len("42/public,") :])[1]["n"])
         assert numbers == list(range(len(bodies)))
+
+
+def test_a_compressed_message_inflating_past_the_limit_is_refused_1009(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    deflate = zlib.compressobj(wbits=-15)
+    bomb = deflate.compress(b"3" + b"0" * 10 * MAX_MESSAGE)
+    bomb += deflate.flush(zlib.Z_SYNC_FLUSH)
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        handshake(sock, host, "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        read_frame(sock)  # the open packet
+        sock.sendall(client_frame(TEXT, bomb[:-4], rsv=0b100))
+        frames = [read_frame(sock)]
+        while frames[-1][0] != CLOSE:
+            frames.append(read_frame(sock))
+    # The Engine.IO close packet, then the close frame.
+    assert [frame[0] for frame in frames] == [TEXT, CLOSE]
+    reason = f"message over {MAX_MESSAGE} bytes".encode()
+    assert frames[-1][2] == struct.pack("!H", 1009) + reason

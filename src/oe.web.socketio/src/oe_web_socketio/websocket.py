@@ -145,6 +145,11 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Bytes asked of one ``recv()``.
 RECEIVE_SIZE = 65536
 
+#: Bytes asked of one ``recv()`` once ``permessage-deflate`` is agreed:
+#: wsproto inflates what it is given without a bound, up to about 1,000
+#: times its size, before the message's size is checked.
+RECEIVE_SIZE_DEFLATE = 4096
+
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
@@ -510,7 +515,9 @@ class WebSocketTransport:
             except ParseFailed as exc:
                 self._refuse(EngineIOPacketError(str(exc), int(exc.code)))
                 return None
-            data = self.sock.recv(RECEIVE_SIZE)
+            data = self.sock.recv(
+                RECEIVE_SIZE if self.deflate is None else RECEIVE_SIZE_DEFLATE
+            )
             if not data:
                 return None
             self.proto.receive_bytes(data)
