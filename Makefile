@@ -32,7 +32,7 @@ BOOTSTRAP := zc.buildout pip setuptools wheel packaging platformdirs
 pin = $(shell sed -n 's/^$(1) *= *//p' versions.cfg)
 
 BUILD_INPUTS := buildout.cfg appliance.cfg versions.cfg $(wildcard local.cfg) \
-	supervisord.conf.in $(wildcard templates/*.in) \
+	$(wildcard templates/*.in) \
 	src/oe.web.socketio/pyproject.toml src/oe.web.socketio/setup.py \
 	addons/web_socketio/setup.py addons/web_socketio/tryton.cfg \
 	examples/chat/pyproject.toml examples/longpolling/pyproject.toml \
