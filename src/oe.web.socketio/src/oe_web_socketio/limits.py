@@ -504,18 +504,11 @@ def set_limits(eio: Limits, config: Config) -> None:
     eio.max_queued_bytes = config.max_queued_bytes or None
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     reserved = reserved_descriptors(config)
-    per_session = descriptors_per_session(eio)
-    eio.max_connections = session_limit(config, open_files, reserved, per_session)
-    eio.max_open_connections = connection_limit(open_files, reserved, per_session)
+    # One descriptor a session: a WebSocket's accepted connection
+    # (oe_web_socketio.websocket duplicates none), a poll's connection.
+    eio.max_connections = session_limit(config, open_files, reserved)
+    eio.max_open_connections = connection_limit(open_files, reserved)
     eio.connect_timeout = config.connect_timeout or None
-
-
-def descriptors_per_session(eio: Any) -> int:
-    """The file descriptors one session of *eio* holds: its WebSocket
-    transport's ``descriptors`` (two for one that duplicates the socket, as
-    simple-websocket's did), else one."""
-    transport = getattr(eio, "_async", {}).get("websocket")
-    return int(getattr(transport, "descriptors", 1))
 
 
 def describe_open_files(

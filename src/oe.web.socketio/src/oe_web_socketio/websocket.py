@@ -342,10 +342,6 @@ class WebSocketTransport:
     #: (going away) once :func:`going_away` was called for the server.
     close_code: int = CLOSE_NORMAL
 
-    #: File descriptors one WebSocket holds: the accepted connection only
-    #: (see :func:`.limits.session_limit`).
-    descriptors: int = 1
-
     def __init__(self, handler: Callable[[Any], Any], server: engineio.Server) -> None:
         self.server = server
         self.max_message_size: int = server.max_http_buffer_size
