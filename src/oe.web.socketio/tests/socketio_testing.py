@@ -57,6 +57,16 @@ def serve_tests_dir(monkeypatch: Any, *more: Path) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
 
 
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """*size* bytes read from *sock*; fails if the server closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "connection closed by the server"
+        data += chunk
+    return data
+
+
 def health(server: Any) -> dict[str, Any]:
     """The ``/health`` answer of *server*."""
     answer = requests.get(f"{server.url}/health", timeout=TIMEOUT)

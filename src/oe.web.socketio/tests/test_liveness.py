@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 import socketio
+from socketio_testing import recv_exactly
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -64,15 +65,6 @@ def read_frame(sock: socket.socket) -> str:
     header = recv_exactly(sock, 2)
     assert header[0] == 0x81, header
     return recv_exactly(sock, header[1] & 0x7F).decode()
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "connection closed by the server"
-        data += chunk
-    return data
 
 
 def open_silent_client(url: str) -> socket.socket:

@@ -23,6 +23,7 @@ from socketio_testing import (
     RawWebSocket,
     count_lines,
     lines,
+    recv_exactly,
     serve_tests_dir,
 )
 
@@ -198,22 +199,14 @@ def read_frame(sock: socket.socket) -> tuple[int, int, bytes]:
     """The first byte (FIN, RSV, opcode), the RSV bits and the payload of
     the next frame the server sends (unmasked, as it must be)."""
 
-    def exactly(size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = sock.recv(size - len(data))
-            assert chunk, "closed in the middle of a frame"
-            data += chunk
-        return data
-
-    first, second = exactly(2)
+    first, second = recv_exactly(sock, 2)
     assert not second & 0x80, "a server frame is never masked"
     length = second & 0x7F
     if length == 126:
-        (length,) = struct.unpack("!H", exactly(2))
+        (length,) = struct.unpack("!H", recv_exactly(sock, 2))
     elif length == 127:
-        (length,) = struct.unpack("!Q", exactly(8))
-    return first & 0x0F, (first >> 4) & 0x7, exactly(length)
+        (length,) = struct.unpack("!Q", recv_exactly(sock, 8))
+    return first & 0x0F, (first >> 4) & 0x7, recv_exactly(sock, length)
 
 
 def handshake(sock: socket.socket, host: str, extra: str = "", then: bytes = b""):
