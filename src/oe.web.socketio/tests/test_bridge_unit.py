@@ -22,7 +22,9 @@ import pytest
 import socketio
 from oe_web_socketio import outbox
 from oe_web_socketio.bridge import Bridge, Outbox, channel_room
+from oe_web_socketio.pool import CursorPools
 from psycopg import pq
+from psycopg.conninfo import make_conninfo
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -188,3 +190,127 @@ def test_a_notification_whose_rows_are_gone_is_one_line(
             f"{bridge.databases[0]!r} (deleted before delivery?)"
         )
     ]
+
+
+# --- resuming: no gap, no duplicate
+
+
+class ResumingSocket:
+    """What :meth:`Bridge.resume` needs of a socket, which records what
+    reaches it: the replayed messages (its emits), and the live ones sent
+    to its channel's room while it is back on the live path."""
+
+    path = "/"
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.database = bridge.databases[0]
+        self.channels = frozenset({CHANNEL})
+        self.replayed: list[Any] = []
+        #: Index in the server's emits from which it is in its rooms.
+        self.live_from: int | None = None
+        self.on_replay: Any = None
+
+    def emit(self, event: str, message: Any, channel: Any, token: str) -> None:
+        assert (event, channel) == ("message", CHANNEL)
+        self.replayed.append(message)
+        if self.on_replay is not None:
+            # What the listener delivers while the replay reads: the
+            # database read yields, and the listener's greenlet runs.
+            self.on_replay, on_replay = None, self.on_replay
+            on_replay()
+
+    def rejoin(self) -> None:
+        assert self.live_from is None, "rejoined twice"
+        self.live_from = len(self.bridge.server.emitted)
+
+    def received(self) -> list[Any]:
+        """Every message that reached it, in order."""
+        assert self.live_from is not None, "never put back on the live path"
+        live = [message for message, _ in delivered(self.bridge)]
+        return self.replayed + live[self.live_from :]
+
+
+@pytest.fixture
+def replaying(bridge, scratch_database) -> Bridge:
+    """The bridge, with cursors to replay from."""
+    uri, name = scratch_database
+    pools = CursorPools({name: make_conninfo(uri, dbname=name)}, 2, 5.0)
+    bridge.pools = pools
+    yield bridge
+    pools.close()
+
+
+def test_a_resume_misses_nothing_and_repeats_nothing(replaying, conn, publisher):
+    bridge = replaying
+    state = connected(bridge, conn)
+    notified(bridge, state, conn, [publish(publisher, 1, 2, 3)])
+    socket = ResumingSocket(bridge)
+
+    def meanwhile() -> None:
+        # Delivered live while the socket is out of its rooms: the next
+        # round of the replay reads them.
+        notified(bridge, state, conn, [publish(publisher, 4, 5)])
+
+    socket.on_replay = meanwhile
+    answer = bridge.resume(socket, state.token(1), socket.rejoin)
+    assert answer == {"position": state.token(5), "replayed": 4}
+    # Back on the live path: what comes next arrives live, once.
+    notified(bridge, state, conn, [publish(publisher, 6)])
+    assert socket.received() == [2, 3, 4, 5, 6]
+
+
+def test_a_resume_from_now_on_or_up_to_date_replays_nothing(replaying, conn, publisher):
+    bridge = replaying
+    state = connected(bridge, conn)
+    notified(bridge, state, conn, [publish(publisher, 1)])
+    for now, token in ((1, None), (2, state.token(2))):
+        socket = ResumingSocket(bridge)
+        assert bridge.resume(socket, token, socket.rejoin) == {
+            "position": state.token(now),
+            "replayed": 0,
+        }
+        notified(bridge, state, conn, [publish(publisher, "next")])
+        assert socket.received() == ["next"]
+
+
+def test_a_resume_that_cannot_be_served_is_told_to_resync(
+    replaying, conn, publisher, caplog
+):
+    bridge = replaying
+    bridge.resume_wait = 0.05
+    state = connected(bridge, conn)
+    notified(bridge, state, conn, [publish(publisher, 1, 2, 3)])
+    other_epoch = outbox.format_position("another", 1)
+    cases = [
+        ("not a position", "nonsense"),
+        ("a position of another database", other_epoch),
+        ("a position from the future", state.token(99)),
+    ]
+    for reason, token in cases:
+        socket = ResumingSocket(bridge)
+        assert bridge.resume(socket, token, socket.rejoin) == {
+            "resync": True,
+            "reason": reason,
+            "position": state.token(3),
+        }
+        assert socket.received() == []  # and it is back on the live path
+    # Messages keep coming faster than it reads them.
+    bridge.resume_rounds = 1
+    socket = ResumingSocket(bridge)
+    socket.on_replay = lambda: notified(bridge, state, conn, [publish(publisher, 4)])
+    answer = bridge.resume(socket, state.token(1), socket.rejoin)
+    assert answer == {
+        "resync": True,
+        "reason": "too far behind",
+        "position": state.token(4),
+    }
+    # Pruned past its position.
+    bridge.history_max_count = 1
+    assert bridge.prune(bridge.databases[0], conn) == 3
+    socket = ResumingSocket(bridge)
+    answer = bridge.resume(socket, state.token(1), socket.rejoin)
+    assert answer["reason"] == "past the retention window"
+    assert socket.live_from is not None
+    resyncs = [r for r in caplog.records if "must resynchronise" in r.getMessage()]
+    assert len(resyncs) == 5  # one line each

@@ -11,7 +11,9 @@ import base64
 
 import pytest
 from oe_web_socketio.auth import Identity
+from oe_web_socketio.exceptions import EventError
 from oe_web_socketio.namespace import Namespace, Request
+from oe_web_socketio.protocol import UNAVAILABLE
 from sample_namespaces import KEY, session
 from socketio_testing import (
     NAMESPACE_OPTIONS,
@@ -134,6 +136,36 @@ def test_an_idle_socket_holds_no_containers_of_its_own():
     first.validate()  # nothing was offered: nothing to mark
     assert first._adapter_queue is None
     assert first.adapter_queue is first.adapter_queue  # made once, on use
+
+
+class RoomsOnly:
+    """What a socket's server is asked for when it subscribes."""
+
+    def __init__(self) -> None:
+        self.rooms: set[str] = set()
+
+    def enter_room(self, sid, room, namespace=None) -> None:
+        self.rooms.add(room)
+
+    def leave_room(self, sid, room, namespace=None) -> None:
+        self.rooms.discard(room)
+
+
+def test_without_a_database_resume_only_subscribes_and_publish_is_refused():
+    # A plain WSGI host: no database, so no bridge, live messages only.
+    server = RoomsOnly()
+    namespace = Namespace(server, "/", "sid", Request({}, "127.0.0.1"))
+    namespace.authenticate(Identity("oe", 7, "user7"))
+    answer = namespace.on_resume("epoch:1", ["news"])
+    assert answer == {"position": None, "replayed": 0}
+    assert namespace.channels == {"news"} and "news" in server.rooms
+    for publish in (namespace.publish, namespace.notify):
+        with pytest.raises(EventError) as info:
+            publish("hello", "news")
+        assert (info.value.code, info.value.message) == (
+            UNAVAILABLE,
+            "this server has no database bridge",
+        )
 
 
 def test_request_view():
