@@ -23,18 +23,33 @@ Invariants:
 
 * An exception carries its context as attributes, and its message is
   meant to be shown as is.
-* This module imports only the standard library (and, for type checking,
-  the classes named in messages), so that every module can import it.
+* This module imports only the standard library, so that every module
+  can import it; what it says of the classes named in messages is a
+  :class:`~typing.Protocol` of the attributes it reads.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from oe_web_socketio.routing import Route
-    from oe_web_socketio.sockets import Registration
+
+class _Registered(Protocol):
+    """What a message says of a namespace registration
+    (:class:`oe_web_socketio.sockets.Registration`)."""
+
+    @property
+    def path(self) -> str: ...
+
+
+class _Routed(Protocol):
+    """What a message says of a route (:class:`oe_web_socketio.routing.Route`)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def endpoint(self) -> Any: ...
 
 
 class OeWebSocketIOError(Exception):
@@ -186,7 +201,7 @@ class DuplicateNamespaceError(NamespaceError):
     :ivar duplicate: the registration refused.
     """
 
-    def __init__(self, existing: Registration, duplicate: Registration) -> None:
+    def __init__(self, existing: _Registered, duplicate: _Registered) -> None:
         self.existing = existing
         self.duplicate = duplicate
         super().__init__(existing, duplicate)
@@ -233,7 +248,7 @@ class DuplicateRouteError(UserError, ValueError):
     :ivar duplicate: the route refused.
     """
 
-    def __init__(self, existing: Route, duplicate: Route) -> None:
+    def __init__(self, existing: _Routed, duplicate: _Routed) -> None:
         self.existing = existing
         self.duplicate = duplicate
         super().__init__(existing, duplicate)
