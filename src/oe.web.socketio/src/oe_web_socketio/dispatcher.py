@@ -325,7 +325,7 @@ class Dispatcher(socketio.Namespace):
                 f"wrong arguments for event {shorten(str(event))}: {exc}",
             )
         current = gevent.getcurrent()
-        socket._own_greenlet(current)
+        socket.own_greenlet(current)
         try:
             return handler(socket, *args)
         except EventError as exc:
@@ -347,7 +347,7 @@ class Dispatcher(socketio.Namespace):
                 socket, event, error_payload(INTERNAL_ERROR, "internal server error")
             )
         finally:
-            socket._disown_greenlet(current)
+            socket.disown_greenlet(current)
 
     def _find_handler(
         self, event: str

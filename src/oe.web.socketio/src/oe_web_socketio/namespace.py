@@ -780,19 +780,19 @@ class Namespace:
         if not self.connected:
             raise RuntimeError(f"cannot spawn in {self!r}: it is disconnected")
         greenlet = gevent.Greenlet(self._run_spawned, function, args, kwargs)
-        self._own_greenlet(greenlet)
-        greenlet.link(self._disown_greenlet)
+        self.own_greenlet(greenlet)
+        greenlet.link(self.disown_greenlet)
         greenlet.start()
         return greenlet
 
-    def _own_greenlet(self, greenlet: gevent.Greenlet) -> None:
+    def own_greenlet(self, greenlet: gevent.Greenlet) -> None:
         """Count *greenlet* as one of this socket's: it is killed when the
         socket disconnects, until it is disowned."""
         if self._greenlets is None:
             self._greenlets = set()
         self._greenlets.add(greenlet)
 
-    def _disown_greenlet(self, greenlet: gevent.Greenlet) -> None:
+    def disown_greenlet(self, greenlet: gevent.Greenlet) -> None:
         """Stop counting *greenlet* as one of this socket's."""
         if self._greenlets is not None:
             self._greenlets.discard(greenlet)
