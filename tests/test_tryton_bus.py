@@ -201,7 +201,7 @@ def test_the_cache_answers_as_trytonds_message_queue():
         import random, warnings
         warnings.filterwarnings("ignore", "trytond.config.config is deprecated")
         from trytond.bus import _MessageQueue
-        from oe_web_socketio.bus import MessageCache
+        from oe_web_socketio.hosts.tryton.bus import MessageCache
 
         rng = random.Random(4)
         channels = ["a", "b", "c", "user:1"]

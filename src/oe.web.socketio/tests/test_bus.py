@@ -1,4 +1,4 @@
-"""Tests of :mod:`oe_web_socketio.bus`: the message cache alone, then polls
+"""Tests of :mod:`oe_web_socketio.hosts.tryton.bus`: the message cache alone, then polls
 as real HTTP requests to a real gevent server in this process, with a
 small real authenticator (sessions in a dict) and :meth:`TrytonBus.notify`
 called as the listener calls it. The integration with trytond and
@@ -17,17 +17,17 @@ import gevent
 import gevent.socket
 import pytest
 from oe_web_socketio.auth import Credentials, Identity
-from oe_web_socketio.bus import (
-    MessageCache,
-    TrytonBus,
-    allow_subscribe,
-    own_channels,
-)
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import (
     AuthenticationError,
     ConfigError,
     DatabaseUnavailable,
+)
+from oe_web_socketio.hosts.tryton.bus import (
+    MessageCache,
+    TrytonBus,
+    allow_subscribe,
+    own_channels,
 )
 from oe_web_socketio.routing import Router
 from oe_web_socketio.server import Server

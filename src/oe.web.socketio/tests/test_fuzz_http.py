@@ -1,5 +1,5 @@
 """Property-based fuzzing (Hypothesis) of what parses clients' HTTP: the
-bus's poll parser and endpoint (:mod:`oe_web_socketio.bus`), the
+bus's poll parser and endpoint (:mod:`oe_web_socketio.hosts.tryton.bus`), the
 long-polling routes' parameters (:mod:`oe_web_socketio.longpolling`), the
 request body reader and the router (:mod:`oe_web_socketio.routing`).
 
@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from oe_web_socketio import longpolling as lp
 from oe_web_socketio.auth import Credentials, Identity
-from oe_web_socketio.bus import USER_CHANNELS, TrytonBus, own_channels
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import AuthenticationError
+from oe_web_socketio.hosts.tryton.bus import USER_CHANNELS, TrytonBus, own_channels
 from oe_web_socketio.outbox import parse_position
 from oe_web_socketio.routing import HTTPError, Request, Response, Route, Router
 

@@ -34,7 +34,6 @@ import socketio
 from oe_web_socketio import __version__, logs
 from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.bridge import Bridge
-from oe_web_socketio.bus import TrytonBus
 from oe_web_socketio.config import Config
 from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
@@ -49,9 +48,6 @@ from oe_web_socketio.static import static_route
 from oe_web_socketio.websocket import going_away, use_websocket_transport
 
 logger = logging.getLogger(__name__)
-
-#: The notification channel of Tryton's bus (trytond's ``Bus._channel``).
-TRYTON_BUS_CHANNEL = "bus"
 
 #: Where Socket.IO is mounted (the client's ``path`` option, ``/socket.io/``).
 SOCKETIO_PATH = "socket.io"
@@ -118,8 +114,10 @@ class Application:
     :param host: the host application (see :mod:`oe_web_socketio.hosts`):
         it authenticates clients; with its cursor pools (closed at
         :meth:`shutdown`) the server runs the database bridge
-        (:attr:`bridge`), and with its Tryton sessions serves the Tryton
-        bus (:attr:`bus`), once :meth:`start` is called. ``None``: every
+        (:attr:`bridge`), once :meth:`start` is called, which feeds the
+        host's notification consumers; the routes and counters the host
+        contributes are served beside the others (Tryton's bus, see
+        :meth:`~oe_web_socketio.hosts.Host.routes`). ``None``: every
         client that presents credentials is refused (anonymous clients may
         still connect where a namespace allows them).
     :param namespaces: namespace classes to serve, by path, besides those
@@ -150,7 +148,6 @@ class Application:
         pools = host.pools if host is not None else None
         authenticator = host.authenticator if host is not None else None
         self.bridge: Bridge | None = None
-        self.bus: TrytonBus | None = None
         self.sio = Server(**socketio_options(config))
         # So that a WebSocket ends with its Engine.IO session.
         use_websocket_transport(self.sio.eio, compression=config.websocket_compression)
@@ -178,20 +175,18 @@ class Application:
         counters: dict[str, Callable[[], Any]] = {
             "greenlets": self.socketio.count_greenlets
         }
+        if host is not None:
+            for route in host.routes():
+                self.router.add(route)
+            counters.update(host.counters())
         if host is not None and pools is not None:
-            consumers = {}
-            if authenticator is not None:
-                self.bus = TrytonBus.from_config(config, authenticator)
-                self.router.add(self.bus.route())
-                consumers[TRYTON_BUS_CHANNEL] = self.bus.notify
-                counters["bus"] = self.bus.stats
             self.bridge = Bridge(
                 self.sio,
                 lambda: self.socketio.dispatchers,
                 pools,
                 host.conninfo,
                 config.databases,
-                consumers=consumers,
+                consumers=host.consumers(),
             )
             self.bridge.history_max_age = config.history_max_age
             self.bridge.history_max_count = config.history_max_count
@@ -296,8 +291,6 @@ class Application:
         self.sio.shutdown()
         if self.sessions is not None:
             self.sessions.stop()
-        if self.bus is not None:
-            self.bus.close()
         if self.bridge is not None:
             self.bridge.stop()
         if self.host is not None:

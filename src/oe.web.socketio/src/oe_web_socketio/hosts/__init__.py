@@ -12,13 +12,17 @@ of the server uses without knowing the host:
   database; with them, :meth:`Host.conninfo` names each database for the
   LISTEN connection of the database bridge;
 * :meth:`Host.orm`: read access to the host's records (its ORM), or
-  ``None``.
+  ``None``;
+* what the host contributes to the server beside Socket.IO, registered by
+  the application without knowing what it is: HTTP routes
+  (:meth:`Host.routes`), consumers of database notifications
+  (:meth:`Host.consumers`, by ``NOTIFY`` channel) and counters of
+  ``/health`` (:meth:`Host.counters`); :meth:`Host.close` ends them.
 
-Two hosts exist: Tryton (:mod:`oe_web_socketio.hosts.tryton`: sessions of
-``ir_session``, cursors, trytond's models through
-:mod:`~oe_web_socketio.hosts.tryton_orm`) and any WSGI application
-(:mod:`oe_web_socketio.hosts.wsgi`: a callable of the application
-authenticates, no database).
+Two hosts exist: Tryton (the package :mod:`oe_web_socketio.hosts.tryton`:
+sessions of ``ir_session``, cursors, Tryton's bus, trytond's models) and
+any WSGI application (:mod:`oe_web_socketio.hosts.wsgi`: a callable of the
+application authenticates, no database).
 
 A host module must not import the host application itself at import time
 (trytond, for one, costs seconds to import and reads its own configuration):
@@ -29,7 +33,7 @@ plain WSGI host imports trytond nor :mod:`oe_web_socketio.hosts.tryton`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from oe_web_socketio.exceptions import HostError
@@ -37,6 +41,7 @@ from oe_web_socketio.exceptions import HostError
 if TYPE_CHECKING:
     from oe_web_socketio.auth import Authenticator, Identity
     from oe_web_socketio.pool import CursorPools
+    from oe_web_socketio.routing import Route
 
 __all__ = ["Host", "HostError"]
 
@@ -88,12 +93,30 @@ class Host(abc.ABC):
 
     def orm(self) -> Any | None:
         """Load and return the host's models for long-polling handlers
-        (an object like :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`),
+        (an object like :class:`~oe_web_socketio.hosts.tryton.orm.TrytonORM`),
         or ``None`` for a host without. Called once, after the patch, only
         when routes are served."""
         return None
 
+    def routes(self) -> Iterable[Route]:
+        """The HTTP routes the host serves beside Socket.IO (Tryton: its
+        bus); none by default. Asked once, when the application is built."""
+        return ()
+
+    def consumers(self) -> Mapping[str, Callable[[str, str], None]]:
+        """What to call with ``(database, payload)`` for each ``NOTIFY`` on
+        a channel of the host's databases, by channel (Tryton: ``bus``);
+        none by default. Called in the order of the notifications, from
+        the listener's greenlet: a consumer must not block nor raise."""
+        return {}
+
+    def counters(self) -> Mapping[str, Callable[[], Any]]:
+        """Figures of the host for ``/health``, by name (each callable
+        returns a JSON value); none by default."""
+        return {}
+
     def close(self) -> None:
-        """Release what the host holds (the cursor pools)."""
+        """Release what the host holds (the cursor pools) and end what it
+        contributed."""
         if self.pools is not None:
             self.pools.close()

@@ -8,7 +8,7 @@ client long-polls ``POST /<database>/bus`` with ``{"channels": [...],
 "last_message": id | null}`` and gets ``{"message": {...} | null,
 "channel": ... | null}``. trytond holds each poll with a thread; this
 module holds it with an event in the greenlet of its request, so one
-process holds thousands of polls. The listener (:mod:`.listener`) calls
+process holds thousands of polls. The listener (:mod:`oe_web_socketio.listener`) calls
 :meth:`TrytonBus.notify` with the text of each ``NOTIFY`` on ``"bus"``.
 
 Invariants:
@@ -19,7 +19,7 @@ Invariants:
   ``WWW-Authenticate: Basic realm="Tryton"`` when the session is missing
   or refused; ``501`` when trytond's ``[bus] allow_subscribe`` is off;
   ``403`` for an ``Origin`` that is neither the request's host nor
-  allowed (:attr:`~.config.Config.cors_allowed_origins`); ``400`` for a
+  allowed (:attr:`~oe_web_socketio.config.Config.cors_allowed_origins`); ``400`` for a
   body that is not JSON, ``413`` for one too large; ``503`` with
   ``Retry-After`` when the session cannot be checked (the database is out
   of reach: one ERROR line) or the server is stopping. Where trytond would
@@ -43,12 +43,12 @@ Invariants:
   message is the last one, and the first one when ``last_message`` is
   ``null`` or unknown (never seen, expired, or on another channel);
 * messages are cached in the order of their ``NOTIFY`` (commit order) for
-  :attr:`~.config.Config.bus_cache_timeout` seconds, at most
+  :attr:`~oe_web_socketio.config.Config.bus_cache_timeout` seconds, at most
   :attr:`TrytonBus.max_cached_messages` per database (the oldest go
   first, counted in :meth:`TrytonBus.stats`);
 * a poll with nothing to read waits on one :class:`gevent.event.Event`,
   registered under each of its channels, at most
-  :attr:`~.config.Config.bus_long_polling_timeout` seconds, after which
+  :attr:`~oe_web_socketio.config.Config.bus_long_polling_timeout` seconds, after which
   it answers the empty message. A message wakes the polls of its channel
   only; nothing wakes on a timer meanwhile;
 * :meth:`TrytonBus.notify` never blocks and never raises: a bad payload
@@ -85,16 +85,28 @@ import gevent.event
 
 from oe_web_socketio import auth
 from oe_web_socketio.auth import Authenticator, Identity
-from oe_web_socketio.config import Config, read_ini
+from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import (
     AuthenticationError,
-    ConfigError,
     DatabaseUnavailable,
     HTTPError,
 )
+from oe_web_socketio.hosts.tryton.settings import allow_subscribe
 from oe_web_socketio.routing import Request, Response, Route
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "EMPTY",
+    "PATH",
+    "USER_CHANNELS",
+    "Message",
+    "MessageCache",
+    "TrytonBus",
+    "allow_subscribe",
+    "own_channels",
+]
+
+#: The logger's name from before the bus moved into the Tryton host.
+logger = logging.getLogger("oe_web_socketio.bus")
 
 #: The path of the route (a werkzeug rule, as trytond's).
 PATH = "/<database>/bus"
@@ -244,33 +256,14 @@ class _Database:
     held: int = 0
 
 
-def allow_subscribe(trytond_config: str | None) -> bool:
-    """trytond's ``[bus] allow_subscribe`` in the file *trytond_config*
-    (``False``, trytond's default, when absent or without a file).
-
-    :raises ConfigError: the file cannot be read, or the value is not a
-        boolean.
-    """
-    if trytond_config is None:
-        return False
-    parser = read_ini(trytond_config)
-    try:
-        return parser.getboolean("bus", "allow_subscribe", fallback=False)
-    except ValueError:
-        raw = parser.get("bus", "allow_subscribe")
-        raise ConfigError(
-            f"not a boolean (true or false): {raw!r}",
-            key="[bus] allow_subscribe",
-            source=trytond_config,
-        ) from None
-
-
 class TrytonBus:
     """The Tryton bus of the databases a server serves.
 
-    Wiring: add :meth:`route` to the router, call :meth:`notify` for each
-    ``NOTIFY`` on channel ``"bus"`` (from one greenlet per database, in
-    order), report :meth:`stats` and call :meth:`close` at shutdown.
+    Wiring (:class:`~oe_web_socketio.hosts.tryton.host.TrytonHost` does it,
+    through the hooks of :class:`~oe_web_socketio.hosts.Host`): add
+    :meth:`route` to the router, call :meth:`notify` for each ``NOTIFY`` on
+    channel ``"bus"`` (from one greenlet per database, in order), report
+    :meth:`stats` and call :meth:`close` at shutdown.
 
     :param config: the server's settings: its databases, the bus timeouts,
         the trusted proxies and the allowed origins.
@@ -316,20 +309,6 @@ class TrytonBus:
             for name in config.databases
         }
         self._closed = False
-
-    @classmethod
-    def from_config(
-        cls, config: Config, authenticator: Authenticator | None
-    ) -> TrytonBus:
-        """The bus of *config*, enabled as trytond's configuration says.
-
-        :raises ConfigError: trytond's configuration cannot be read.
-        """
-        return cls(
-            config,
-            authenticator,
-            allow_subscribe=allow_subscribe(config.trytond_config),
-        )
 
     def route(self) -> Route:
         """The ``POST /<database>/bus`` route."""
