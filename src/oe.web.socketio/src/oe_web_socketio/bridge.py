@@ -32,11 +32,9 @@ database (another epoch) is told to resynchronise instead.
 
 Invariants:
 
-* a socket's rooms on the live path are :func:`database_room` and a
-  :func:`channel_room` per channel, which no client can name (their names
-  start with a NUL character, refused by
-  :meth:`~oe_web_socketio.namespace.Namespace.can_subscribe`); messages of
-  one database never reach the sockets of another;
+* a socket's rooms on the live path are those of its database and of its
+  channels there (:mod:`oe_web_socketio.rooms`), which no client can
+  name: messages of one database never reach the sockets of another;
 * delivery of one batch, and the advance of :attr:`Outbox.delivered`,
   happen without yielding to another greenlet; :meth:`Bridge.resume`
   puts a socket back in its rooms without yielding after it checked
@@ -85,6 +83,7 @@ from oe_web_socketio.adapter import Message
 from oe_web_socketio.exceptions import DatabaseUnavailable
 from oe_web_socketio.listener import Listener
 from oe_web_socketio.protocol import MESSAGE_EVENT
+from oe_web_socketio.rooms import channel_room, database_room
 
 if TYPE_CHECKING:
     import socketio
@@ -103,16 +102,6 @@ SEEN_XIDS = 4096
 #: name and the payload of each notification, in order, in the listener's
 #: greenlet (it must not block).
 Consumer = Callable[[str, str], None]
-
-
-def database_room(database: str) -> str:
-    """The room of every socket of *database*."""
-    return f"\0{database}"
-
-
-def channel_room(database: str, channel: str) -> str:
-    """The room of the sockets of *database* subscribed to *channel*."""
-    return f"\0{database}\0{channel}"
 
 
 class Outbox:

@@ -52,8 +52,8 @@ Invariants:
 * ``user:<id>`` is only ever the channel of the socket's own user
   (:meth:`~Namespace.can_subscribe`);
 * with a database bridge, a socket is in the rooms of its database and of
-  its channels there (:func:`~oe_web_socketio.bridge.database_room`,
-  :func:`~oe_web_socketio.bridge.channel_room`), except while it resumes.
+  its channels there (:mod:`oe_web_socketio.rooms`), except while it
+  resumes.
 """
 
 from __future__ import annotations
@@ -68,10 +68,9 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from oe_web_socketio import auth
+from oe_web_socketio import auth, rooms
 from oe_web_socketio import events as events_module
 from oe_web_socketio.adapter import Adapter, AdapterQueue
-from oe_web_socketio.bridge import channel_room, database_room
 from oe_web_socketio.exceptions import (
     AuthenticationError,
     DatabaseUnavailable,
@@ -99,9 +98,8 @@ logger = logging.getLogger(__name__)
 #: Channels of this form belong to one user (Tryton's bus uses them).
 USER_CHANNEL_PREFIX = "user:"
 
-#: The empty set of channels or rooms, shared: ``frozenset()`` builds a
-#: new 216-byte object each time, and most sockets are in no channel.
-NO_NAMES: frozenset[str] = frozenset()
+#: The empty set of channels or rooms, shared (see :mod:`oe_web_socketio.rooms`).
+NO_NAMES = rooms.NO_NAMES
 
 
 def shorten(value: object, limit: int = 80) -> str:
@@ -462,7 +460,7 @@ class Namespace:
         if channel in self._channels:
             return False
         try:
-            self.server.enter_room(self.sid, channel, namespace=self.path)
+            rooms.join(self.server, self.sid, self.path, channel)
         except ValueError:
             # python-socketio refuses the private room of another socket.
             raise EventError(
@@ -483,7 +481,7 @@ class Namespace:
         """
         if channel not in self._channels:
             return False
-        self.server.leave_room(self.sid, channel, namespace=self.path)
+        rooms.leave(self.server, self.sid, self.path, channel)
         self._channels = self._channels - {channel}
         self._sync_rooms()
         self.events.on_unsubscribe.send(
@@ -565,7 +563,7 @@ class Namespace:
             self.server.emit(
                 MESSAGE_EVENT,
                 (message, name),
-                to=name,
+                to=rooms.subscribers(name),
                 namespace=self.path,
                 skip_sid=self.sid,
             )
@@ -577,7 +575,10 @@ class Namespace:
         (once for each channel, subscribed to it or not)."""
         for name in self._target_channels(channel):
             self.server.emit(
-                MESSAGE_EVENT, (message, name), to=[name, self.sid], namespace=self.path
+                MESSAGE_EVENT,
+                (message, name),
+                to=[rooms.subscribers(name), self.sid],
+                namespace=self.path,
             )
 
     def _target_channels(self, channel: str | None) -> Iterable[str]:
@@ -613,18 +614,9 @@ class Namespace:
         """Be in the bridge rooms of the database and channels, no others.
 
         Never yields (see :meth:`on_resume`)."""
-        database = self.database
-        wanted: frozenset[str] = NO_NAMES
-        if database is not None and self.connected and not self._holding:
-            wanted = frozenset(
-                {database_room(database)}
-                | {channel_room(database, channel) for channel in self._channels}
-            )
-        for room in self._rooms - wanted:
-            self.server.leave_room(self.sid, room, namespace=self.path)
-        for room in wanted - self._rooms:
-            self.server.enter_room(self.sid, room, namespace=self.path)
-        self._rooms = wanted
+        live = self.connected and not self._holding
+        wanted = rooms.database_rooms(self.database if live else None, self._channels)
+        self._rooms = rooms.move(self.server, self.sid, self.path, self._rooms, wanted)
 
     def _require_bridge(self) -> Bridge:
         if self.bridge is None:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import ConfigError
 from oe_web_socketio.patch import patch
+from oe_web_socketio.rooms import subscribers
 
 if TYPE_CHECKING:
     from oe_web_socketio.app import Application
@@ -208,7 +209,9 @@ class SocketIOMiddleware:
         """Send *message* to the sockets subscribed to *channel* in
         *namespace* (``None``: in every namespace): the event ``message``
         with ``(message, channel)``."""
-        self.emit("message", message, channel, to=channel, namespace=namespace)
+        self.emit(
+            "message", message, channel, to=subscribers(channel), namespace=namespace
+        )
 
     def send(self, sid: str, message: Any, namespace: str | None = None) -> None:
         """Send *message* to the one socket *sid* (``self.sid`` of its
