@@ -31,6 +31,7 @@ from oe_web_socketio import longpolling as lp
 from oe_web_socketio.auth import Credentials, Identity
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import AuthenticationError
+from oe_web_socketio.hosts.tryton import TrytonSessions
 from oe_web_socketio.hosts.tryton.bus import USER_CHANNELS, TrytonBus, own_channels
 from oe_web_socketio.outbox import parse_position
 from oe_web_socketio.routing import HTTPError, Request, Response, Route, Router
@@ -258,7 +259,7 @@ def lp_router() -> Router:
         databases=("oe",),
         trusted_proxies=("127.0.0.1",),
         max_body=100_000,  # above what is generated: a 413 is no answer here
-        authenticator=DictAuthenticator(),
+        host=TrytonSessions(DictAuthenticator()),
     )
     lp.add_routes(router, lp.endpoints(registry.routes, settings_))
     return router

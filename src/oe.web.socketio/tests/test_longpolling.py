@@ -4,7 +4,9 @@ These tests call the routes' WSGI router in process. Sessions are checked
 by :class:`KeyAuthenticator` (a key table, no database) and transactions
 are those of :class:`RecordingORM`, which records when a transaction is
 opened and ended: they test what :mod:`oe_web_socketio.longpolling` does
-with an authenticator and an ORM, not Tryton's. Tryton's sessions and
+with the Tryton host's sessions (:class:`TrytonSessions`: the session
+header and cookie, ``X-Tryton-Database``) and an ORM, not with
+``ir_session`` and trytond. Tryton's sessions and
 models behind these routes are exercised for real in tests/test_longpolling.py.
 """
 
@@ -33,6 +35,7 @@ from oe_web_socketio.exceptions import (
     DatabaseUnavailable,
     PoolTimeout,
 )
+from oe_web_socketio.hosts.tryton import TrytonSessions
 from oe_web_socketio.routing import HTTPError, Response, Router
 
 GOOD_KEY = "k" * 64
@@ -149,10 +152,10 @@ def serve(
         databases=databases,
         trusted_proxies=("127.0.0.1",),
         max_body=max_body,
-        authenticator=authenticator
-        if authenticator is not None
-        else KeyAuthenticator(),
         orm=orm,
+        host=TrytonSessions(
+            authenticator if authenticator is not None else KeyAuthenticator()
+        ),
     )
     lp.add_routes(router, lp.endpoints(registry.routes, settings))
     return router

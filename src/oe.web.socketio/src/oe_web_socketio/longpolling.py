@@ -40,12 +40,13 @@ as ``GET`` without the body, as every route of the router):
   twice, malformed JSON, a body of another type, a value that is not of
   the annotated type, or arguments the handler's signature refuses:
   ``400`` (``415`` for the type, ``413`` above ``max_http_buffer_size``).
-* Authentication: Tryton's ``Authorization: Session base64(login:uid:key)``
-  header, or Tryton 8's ``tryton_session`` cookie, checked by the server's
-  :class:`~oe_web_socketio.auth.Authenticator`; the header
-  ``X-Tryton-Database`` names the database (default: the first served).
-  A session presented and refused, or none on a ``mustbeauthenticated``
-  route: ``401`` with ``WWW-Authenticate: Session``.
+* Authentication: by the server's host
+  (:meth:`~oe_web_socketio.hosts.Host.authenticate_request`); for Tryton,
+  the ``Authorization: Session base64(login:uid:key)`` header or Tryton 8's
+  ``tryton_session`` cookie, and the header ``X-Tryton-Database`` names
+  the database (default: the first served). Credentials presented and
+  refused, or none on a ``mustbeauthenticated`` route: ``401`` with
+  ``WWW-Authenticate: Session``.
 * The answer: in ``json`` mode the handler's return value as JSON; in
   ``http`` mode a :class:`str` (``text/plain``, UTF-8) or :class:`bytes`
   (``application/octet-stream``); in both, a
@@ -75,15 +76,19 @@ holds its transaction meanwhile if one is open. Handlers run in the
 request's greenlet: one that spawns greenlets must not use the models in
 them.
 
-With a host application other than Tryton (see
-:mod:`oe_web_socketio.hosts`), the host authenticates requests instead
-(:meth:`~oe_web_socketio.hosts.Host.authenticate`, without Tryton's
-session header) and there are no models unless the host gives them.
+What depends on the host application (see :mod:`oe_web_socketio.hosts`)
+is asked of it: who sends a request, which database an anonymous one
+names, what its models are told of the request
+(:meth:`~oe_web_socketio.hosts.Host.request_context`), and the models
+themselves (:meth:`~oe_web_socketio.hosts.Host.orm`: an :class:`ORM`;
+none unless the host gives them). Without a host, a server's routes
+are anonymous (:class:`~oe_web_socketio.hosts.SessionHost` without
+authenticator: sessions presented are refused).
 
 Importing this module imports neither gevent's patch nor trytond: the
-models come from the host (:meth:`~oe_web_socketio.hosts.Host.orm`, for
-Tryton :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`), which the
-wiring (:func:`serve_longpolling`) asks for after the patch.
+models come from the host (for Tryton
+:class:`~oe_web_socketio.hosts.tryton.orm.TrytonORM`), which the wiring
+(:func:`serve_longpolling`) asks for after the patch.
 """
 
 from __future__ import annotations
@@ -101,19 +106,15 @@ import types
 import typing
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from http import HTTPStatus
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import greenlet
 from werkzeug.routing import Map, Rule
 
-from oe_web_socketio.auth import (
-    Authenticator,
-    Identity,
-    client_address,
-    credentials_from_request,
-)
+from oe_web_socketio.auth import Identity, client_address
 from oe_web_socketio.exceptions import (
     AuthenticationError,
     DatabaseUnavailable,
@@ -123,13 +124,12 @@ from oe_web_socketio.exceptions import (
     PoolTimeout,
     RouteError,
 )
+from oe_web_socketio.hosts import Host, SessionHost
 from oe_web_socketio.routing import Request, Response, Route, Router
 
 if TYPE_CHECKING:
     from oe_web_socketio.bridge import Bridge
     from oe_web_socketio.config import Config
-    from oe_web_socketio.hosts import Host
-    from oe_web_socketio.hosts.tryton_orm import TrytonORM
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +143,35 @@ MODES = ("json", "http")
 #: Methods every route accepts (and HEAD, which werkzeug adds to GET).
 METHODS = frozenset({"GET", "POST"})
 
-#: The header naming the database of a request.
-DATABASE_HEADER = "X-Tryton-Database"
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ORM(Protocol):
+    """The models a host gives the routes (:meth:`~oe_web_socketio.hosts.Host.orm`;
+    Tryton's: :class:`~oe_web_socketio.hosts.tryton.orm.TrytonORM`)."""
+
+    def transaction(
+        self,
+        database: str,
+        uid: int,
+        *,
+        request: Mapping[str, Any] | None = None,
+        statement_timeout: int | None = None,
+    ) -> AbstractContextManager[Any]:
+        """A read-only transaction on *database* as user *uid*, ended (and
+        its cursor free) when the ``with`` block ends, whatever happened.
+
+        :param request: what the host tells its models of the request
+            (:meth:`~oe_web_socketio.hosts.Host.request_context`).
+        :param statement_timeout: seconds each statement may run.
+        :raises PoolTimeout: no cursor came free in time.
+        :raises DatabaseUnavailable: the database is out of reach.
+        """
+        ...
+
+    def models(self, database: str) -> Any:
+        """The models of *database*, by name (``get(name)``)."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,11 +359,13 @@ class LongPollingRequest:
         address: str | None,
         params: Mapping[str, Any],
         timeout: float,
-        orm: TrytonORM | None,
+        orm: ORM | None,
         started: float | None = None,
         bridge: Bridge | None = None,
+        host: Host | None = None,
     ) -> None:
         self.bridge = bridge
+        self._host = host
         self.http = http
         self.database = database
         self.identity = identity
@@ -434,7 +461,7 @@ class LongPollingRequest:
             self._orm.transaction(
                 self.database,
                 uid,
-                request=self._trytond_request(),
+                request=self._request_context(),
                 statement_timeout=math.ceil(self._timeout),
             )
         )
@@ -449,7 +476,7 @@ class LongPollingRequest:
 
     def release(self) -> None:
         """End the transaction, if one is open: rolled back, its cursor
-        free. Never raises (see :mod:`~oe_web_socketio.hosts.tryton_orm`)."""
+        free. Never raises (see :mod:`~oe_web_socketio.hosts.tryton.orm`)."""
         scope, self._scope, self._transaction, self._owner = (
             self._scope,
             None,
@@ -459,20 +486,12 @@ class LongPollingRequest:
         if scope is not None:
             scope.close()
 
-    def _trytond_request(self) -> dict[str, Any]:
-        """trytond's ``_request`` context, as its own requests build it."""
-        environ = self.environ
-        scheme = str(
-            environ.get("HTTP_X_FORWARDED_PROTO")
-            or environ.get("wsgi.url_scheme", "http")
-        )
-        return {
-            "remote_addr": self.address,
-            "http_host": environ.get("HTTP_HOST"),
-            "scheme": scheme,
-            "is_secure": scheme == "https",
-            "root_path": "",
-        }
+    def _request_context(self) -> Mapping[str, Any] | None:
+        """What the models are told of the request (for Tryton, trytond's
+        ``_request`` context), as the host says."""
+        if self._host is None:
+            return None
+        return self._host.request_context(self.environ, self.address)
 
     # -- waiting ----------------------------------------------------------
 
@@ -557,11 +576,12 @@ class Settings:
     :ivar databases: the databases served; the first is the default.
     :ivar trusted_proxies: whose ``X-Forwarded-For`` is believed.
     :ivar max_body: the largest request body accepted, in bytes.
-    :ivar authenticator: validates sessions; ``None`` refuses them all.
-    :ivar orm: the models; ``None`` when the server has no trytond.
+    :ivar orm: the host's models; ``None`` when it has none.
     :ivar bridge: the database bridge; ``None`` when the server has none.
-    :ivar host: a host application that authenticates requests itself,
-        used when there is no *authenticator*; ``None``: none.
+    :ivar host: the host application, which authenticates the requests
+        (:meth:`~oe_web_socketio.hosts.Host.authenticate_request`); by
+        default a :class:`~oe_web_socketio.hosts.SessionHost` without
+        authenticator: anonymous requests only.
     """
 
     prefix: str
@@ -569,10 +589,9 @@ class Settings:
     databases: tuple[str, ...]
     trusted_proxies: tuple[str, ...] = ()
     max_body: int = 1_000_000
-    authenticator: Authenticator | None = None
-    orm: TrytonORM | None = None
+    orm: ORM | None = None
     bridge: Bridge | None = None
-    host: Host | None = None
+    host: Host = dataclasses.field(default_factory=SessionHost)
 
 
 class Endpoint:
@@ -602,8 +621,9 @@ class Endpoint:
 
     def __call__(self, http: Request) -> Response:
         started = time.monotonic()
+        address = client_address(http.environ, self.settings.trusted_proxies)
         try:
-            identity, database = self._authenticate(http)
+            identity, database = self._authenticate(http, address)
         except AuthenticationError as exc:
             return self._unauthorized(str(exc))
         except DatabaseUnavailable as exc:
@@ -629,12 +649,13 @@ class Endpoint:
             http,
             database=database,
             identity=identity,
-            address=client_address(http.environ, self.settings.trusted_proxies),
+            address=address,
             params=params,
             timeout=self.settings.timeout,
             orm=self.settings.orm,
             started=started,
             bridge=self.settings.bridge,
+            host=self.settings.host,
         )
         token = _current.set(request)
         try:
@@ -706,69 +727,26 @@ class Endpoint:
             "the body must be application/json or application/x-www-form-urlencoded",
         )
 
-    def _authenticate(self, http: Request) -> tuple[Identity | None, str]:
-        """Who sends *http*, and which database it reads.
-
-        :raises AuthenticationError: a session is presented and refused,
-            or none is while the route needs one.
-        :raises DatabaseUnavailable: the session cannot be checked now.
-        """
-        environ = http.environ
-        if self.settings.authenticator is None and self.settings.host is not None:
-            return self._authenticate_by_host(http, self.settings.host)
-        named = environ.get("HTTP_" + DATABASE_HEADER.upper().replace("-", "_")) or None
-        try:
-            credentials = credentials_from_request(environ, None)
-        except AuthenticationError as exc:
-            logger.warning(
-                "Refused %s %s from %s: %s", http.method, http.path, http.client, exc
-            )
-            raise
-        if credentials is None:
-            if self.spec.mustbeauthenticated:
-                logger.info(
-                    "Refused %s %s from %s: no session",
-                    http.method,
-                    http.path,
-                    http.client,
-                )
-                raise AuthenticationError("authentication required")
-            database = named or self.settings.databases[0]
-            if database not in self.settings.databases:
-                raise HTTPError(
-                    HTTPStatus.BAD_REQUEST, f"unknown database {_shorten(database)!r}"
-                )
-            return None, database
-        if self.settings.authenticator is None:
-            logger.warning(
-                "Refused %s %s from %s: no authenticator (no trytond_config)",
-                http.method,
-                http.path,
-                http.client,
-            )
-            raise AuthenticationError("sessions cannot be checked by this server")
-        credentials = dataclasses.replace(credentials, database=named)
-        address = client_address(environ, self.settings.trusted_proxies)
-        # The authenticator logs its refusals, one line each.
-        identity = self.settings.authenticator.authenticate(credentials, address)
-        if identity.db is None:  # a bug: Tryton's sessions are of a database
-            raise RuntimeError(f"{identity!r} names no database")
-        return identity, identity.db
-
-    def _authenticate_by_host(
-        self, http: Request, host: Host
+    def _authenticate(
+        self, http: Request, address: str | None
     ) -> tuple[Identity | None, str]:
-        """Who sends *http*, as the host application says; the database
-        is the first served (a host without Tryton has none of its own)."""
-        address = client_address(http.environ, self.settings.trusted_proxies)
-        try:
-            identity = host.authenticate(http.environ, None, address)
-        except AuthenticationError as exc:
-            logger.warning(
-                "Refused %s %s from %s: %s", http.method, http.path, http.client, exc
-            )
-            raise
-        if identity is None and self.spec.mustbeauthenticated:
+        """Who sends *http* from *address*, as the host says, and which
+        database it reads: its user's, else the one it names (see
+        :meth:`~oe_web_socketio.hosts.Host.named_database`), else the
+        first served.
+
+        :raises AuthenticationError: credentials are presented and refused
+            (the host logged it), or none are while the route needs them.
+        :raises DatabaseUnavailable: the credentials cannot be checked now.
+        :raises HostError: the host application failed (logged).
+        :raises HTTPError: ``400``: an anonymous request names a database
+            that is not served.
+        """
+        host, databases = self.settings.host, self.settings.databases
+        identity = host.authenticate_request(http.environ, address)
+        if identity is not None:
+            return identity, identity.db if identity.db is not None else databases[0]
+        if self.spec.mustbeauthenticated:
             logger.info(
                 "Refused %s %s from %s: no credentials",
                 http.method,
@@ -776,10 +754,12 @@ class Endpoint:
                 http.client,
             )
             raise AuthenticationError("authentication required")
-        database = self.settings.databases[0]
-        if identity is not None and identity.db is not None:
-            database = identity.db
-        return identity, database
+        database = host.named_database(http.environ) or databases[0]
+        if database not in databases:
+            raise HTTPError(
+                HTTPStatus.BAD_REQUEST, f"unknown database {_shorten(database)!r}"
+            )
+        return None, database
 
     def _render(self, result: Any) -> Response:
         if isinstance(result, Response):
@@ -988,9 +968,10 @@ def serve_longpolling(
 ) -> list[Endpoint]:
     """Serve on *router* the long-polling routes *config* asks for: those of
     the entry point group (unless ``load_entry_points`` is off) and of
-    ``longpolling_modules``, authenticated by *host*. With routes, load the
-    host's models (:meth:`~oe_web_socketio.hosts.Host.orm`; for Tryton,
-    :class:`~oe_web_socketio.hosts.tryton_orm.TrytonORM`, warmed up in a
+    ``longpolling_modules``, authenticated by *host* (``None``: anonymous
+    requests only). With routes, load the host's models
+    (:meth:`~oe_web_socketio.hosts.Host.orm`; for Tryton,
+    :class:`~oe_web_socketio.hosts.tryton.orm.TrytonORM`, warmed up in a
     greenlet). Run after :func:`oe_web_socketio.patch.patch`.
 
     :return: the endpoints served.
@@ -1001,15 +982,15 @@ def serve_longpolling(
     specs = load_routes(
         config.longpolling_modules, entry_points=config.load_entry_points
     )
-    orm = host.orm() if specs and host is not None else None
+    if host is None:
+        host = SessionHost()
     settings = Settings(
         prefix=config.longpolling_path,
         timeout=config.longpolling_timeout,
         databases=config.databases,
         trusted_proxies=config.trusted_proxies,
         max_body=config.max_http_buffer_size,
-        authenticator=host.authenticator if host is not None else None,
-        orm=orm,
+        orm=host.orm() if specs else None,
         bridge=bridge,
         host=host,
     )

@@ -5,7 +5,9 @@ One module per concern, each with one job:
 * :mod:`~oe_web_socketio.hosts.tryton.settings`: the one read of
   trytond's configuration file (:class:`TrytonSettings`);
 * :mod:`~oe_web_socketio.hosts.tryton.sessions`: Tryton's sessions of
-  ``ir_session``, checked read-only (:class:`TrytonAuthenticator`);
+  ``ir_session``, checked read-only (:class:`TrytonAuthenticator`), the
+  header ``X-Tryton-Database`` and trytond's request context
+  (:class:`TrytonSessions`);
 * :mod:`~oe_web_socketio.hosts.tryton.bus`: Tryton's bus,
   ``POST /<database>/bus``;
 * :mod:`~oe_web_socketio.hosts.tryton.orm`: trytond's models in
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 from oe_web_socketio.hosts.tryton.host import BUS_CHANNEL, TrytonHost
 from oe_web_socketio.hosts.tryton.sessions import (
+    DATABASE_HEADER,
     INVALID_SESSION,
     SESSION_QUERY,
     TrytonAuthenticator,
+    TrytonSessions,
 )
 from oe_web_socketio.hosts.tryton.settings import (
     DEFAULT_SESSION_MAX_AGE,
@@ -36,11 +40,13 @@ from oe_web_socketio.hosts.tryton.settings import (
 
 __all__ = [
     "BUS_CHANNEL",
+    "DATABASE_HEADER",
     "DEFAULT_SESSION_MAX_AGE",
     "INVALID_SESSION",
     "SESSION_QUERY",
     "TrytonAuthenticator",
     "TrytonHost",
+    "TrytonSessions",
     "TrytonSettings",
     "database_uri",
 ]

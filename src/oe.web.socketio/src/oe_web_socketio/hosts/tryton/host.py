@@ -19,10 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from oe_web_socketio.auth import Identity, credentials_from_request
 from oe_web_socketio.config import Config
-from oe_web_socketio.hosts import Host
-from oe_web_socketio.hosts.tryton.sessions import TrytonAuthenticator
+from oe_web_socketio.hosts.tryton.sessions import TrytonAuthenticator, TrytonSessions
 from oe_web_socketio.hosts.tryton.settings import TrytonSettings
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ if TYPE_CHECKING:
 BUS_CHANNEL = "bus"
 
 
-class TrytonHost(Host):
+class TrytonHost(TrytonSessions):
     """The Tryton host: sessions of ``ir_session`` checked read-only,
     read-only cursors on trytond's databases, Tryton's bus, trytond's
     models.
@@ -83,17 +81,6 @@ class TrytonHost(Host):
         if config.trytond_config is None:
             return None
         return cls(config, TrytonSettings.from_config_file(config.trytond_config))
-
-    def authenticate(
-        self, environ: Mapping[str, Any], auth: Any, address: str | None
-    ) -> Identity | None:
-        """The Tryton session the client presents (see
-        :func:`oe_web_socketio.auth.credentials_from_request`), validated
-        by :class:`TrytonAuthenticator`; ``None`` without one."""
-        credentials = credentials_from_request(environ, auth)
-        if credentials is None:
-            return None
-        return self.authenticator.authenticate(credentials, address)
 
     def conninfo(self, database: str) -> str:
         return self.settings.conninfo(database)

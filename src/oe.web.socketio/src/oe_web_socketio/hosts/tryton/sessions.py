@@ -22,6 +22,11 @@ time zone`` set to ``CURRENT_TIMESTAMP``) holds UTC wall-clock time. The
 query compares it with ``CURRENT_TIMESTAMP AT TIME ZONE 'UTC'``, which
 does not depend on the ``TimeZone`` of our own connection.
 
+:class:`TrytonSessions` is the :class:`~oe_web_socketio.hosts.SessionHost`
+of Tryton's clients: their plain HTTP requests name their database with
+the header :data:`DATABASE_HEADER`, and trytond's models are told of each
+request as trytond's own RPC layer tells them (:meth:`TrytonSessions.request_context`).
+
 Refusals are logged on the logger ``oe_web_socketio.auth`` (its name from
 before this module existed, kept for the sites that filter on it). This
 module never imports trytond.
@@ -30,18 +35,25 @@ module never imports trytond.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from secrets import compare_digest
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from oe_web_socketio.auth import Credentials, Identity
 from oe_web_socketio.exceptions import AuthenticationError
+from oe_web_socketio.hosts import SessionHost
 
 if TYPE_CHECKING:
     from oe_web_socketio.hosts.tryton.settings import TrytonSettings
     from oe_web_socketio.pool import CursorPools
 
 logger = logging.getLogger("oe_web_socketio.auth")
+
+#: The header naming the database of a plain HTTP request.
+DATABASE_HEADER = "X-Tryton-Database"
+
+#: :data:`DATABASE_HEADER` in a WSGI environ.
+DATABASE_ENVIRON = "HTTP_" + DATABASE_HEADER.upper().replace("-", "_")
 
 #: What a client is told when its session is refused, whatever the cause:
 #: naming the part at fault would help forging.
@@ -187,3 +199,36 @@ class TrytonAuthenticator:
 def _shorten(text: str, limit: int = 64) -> str:
     """*text*, cut to *limit* characters: clients choose it, logs show it."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+class TrytonSessions(SessionHost):
+    """Tryton's sessions, validated by *authenticator* (for the server,
+    a :class:`TrytonAuthenticator`; ``None`` refuses every session), for
+    clients that name their database with :data:`DATABASE_HEADER`.
+
+    A host without database of its own:
+    :class:`~oe_web_socketio.hosts.tryton.TrytonHost` adds the cursor
+    pools, the bus and the models.
+    """
+
+    name = "tryton"
+
+    def named_database(self, environ: Mapping[str, Any]) -> str | None:
+        """The database of :data:`DATABASE_HEADER`, if the request has one."""
+        return environ.get(DATABASE_ENVIRON) or None
+
+    def request_context(
+        self, environ: Mapping[str, Any], address: str | None
+    ) -> Mapping[str, Any]:
+        """trytond's ``_request`` context, as its own requests build it."""
+        scheme = str(
+            environ.get("HTTP_X_FORWARDED_PROTO")
+            or environ.get("wsgi.url_scheme", "http")
+        )
+        return {
+            "remote_addr": address,
+            "http_host": environ.get("HTTP_HOST"),
+            "scheme": scheme,
+            "is_secure": scheme == "https",
+            "root_path": "",
+        }
