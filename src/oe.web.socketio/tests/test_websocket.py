@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import struct
+import time
 import zlib
 
 import pytest
@@ -377,3 +378,143 @@ def test_a_compressed_message_inflating_past_the_limit_is_refused_1009(server):
     assert [frame[0] for frame in frames] == [TEXT, CLOSE]
     reason = f"message over {MAX_MESSAGE} bytes".encode()
     assert frames[-1][2] == struct.pack("!H", 1009) + reason
+
+
+def wsproto_message(wire: bytes) -> str | bytes | None:
+    """The first whole message wsproto (as a server) reads in *wire*, or
+    ``None``; raises ParseFailed where it refuses the frames."""
+    from wsproto.frame_protocol import FrameProtocol
+
+    parser = FrameProtocol(client=False, extensions=[])
+    parser.receive_bytes(wire)
+    parts = []
+    for received in parser.received_frames():
+        if received.opcode.iscontrol():
+            return None
+        parts.append(received.payload)
+        if received.message_finished:
+            return type(parts[0])().join(parts)
+    return None
+
+
+LONE = [
+    client_frame(TEXT, b""),
+    client_frame(TEXT, b"42/chat,"),
+    client_frame(TEXT, "4é€😀".encode()),
+    client_frame(BINARY, bytes(range(256))),
+    client_frame(TEXT, b"3" * 125),
+    client_frame(TEXT, b"3" * 126),
+    client_frame(TEXT, b"3" * 1001),
+    client_frame(BINARY, b"\x00" * 65535),
+]
+
+NOT_LONE = [
+    client_frame(TEXT, b"3" * 65536),  # the 64-bit length form
+    client_frame(TEXT, b"3" * 10, long=True),  # not minimal
+    bytes((0x81, 0x80 | 126)) + struct.pack("!H", 10) + b"\0" * 4 + b"3" * 10,
+    client_frame(TEXT, b"40", fin=False),
+    client_frame(CONTINUATION, b"40"),
+    client_frame(TEXT, b"40", rsv=0b100),
+    client_frame(TEXT, b"40", masked=False),
+    client_frame(PING, b"40"),
+    client_frame(CLOSE, struct.pack("!H", 1000)),
+    client_frame(TEXT, b"40") + client_frame(TEXT, b"41"),  # two frames
+    client_frame(TEXT, b"42/chat,")[:-1],  # part of one
+    client_frame(TEXT, b"3" * 300)[:7],  # part of a 16-bit header
+]
+
+
+@pytest.mark.parametrize("wire", LONE + NOT_LONE)
+def test_the_lone_frame_fast_path_agrees_with_wsproto(wire):
+    """What the fast path reads is what wsproto reads; what it does not
+    take (``None``), wsproto parses."""
+    from oe_web_socketio.websocket import lone_frame
+
+    message = lone_frame(wire, MAX_MESSAGE)
+    assert (message is not None) == (wire in LONE)
+    if message is not None:
+        assert message == wsproto_message(wire)
+        assert type(message) is type(wsproto_message(wire))
+
+
+@pytest.mark.parametrize(
+    "payload", [b"4\xff", b"4\xc3", b"4\xed\xa0\x80", b"4\xc0\xaf"]
+)
+def test_the_fast_path_refuses_the_utf8_wsproto_refuses(payload):
+    from oe_web_socketio.websocket import lone_frame
+    from wsproto.frame_protocol import ParseFailed
+
+    wire = client_frame(TEXT, payload)
+    with pytest.raises(ParseFailed) as refused_by_wsproto:
+        wsproto_message(wire)
+    assert refused_by_wsproto.value.code == 1007
+    with pytest.raises(UnicodeDecodeError):
+        lone_frame(wire, MAX_MESSAGE)
+
+
+def test_the_fast_path_leaves_a_message_over_the_limit_to_wsproto():
+    from oe_web_socketio.websocket import lone_frame
+
+    assert lone_frame(client_frame(TEXT, b"3" * 11), 10) is None
+    assert lone_frame(client_frame(TEXT, b"3" * 10), 10) == "3" * 10
+
+
+def test_wsproto_is_idle_only_between_messages():
+    """The fast path is taken only when wsproto holds nothing (its private
+    state, read by _wsproto_idle: this fails if wsproto moves it)."""
+    from oe_web_socketio.websocket import _wsproto_idle
+    from wsproto.frame_protocol import FrameProtocol
+
+    parser = FrameProtocol(client=False, extensions=[])
+    assert _wsproto_idle(parser)
+    first = client_frame(TEXT, b"4", fin=False)
+    parser.receive_bytes(first[:1])  # part of a header
+    assert list(parser.received_frames()) == []
+    assert not _wsproto_idle(parser)
+    parser.receive_bytes(first[1:])
+    assert [f.payload for f in parser.received_frames()] == ["4"]
+    assert not _wsproto_idle(parser)  # a fragmented message begun
+    second = client_frame(CONTINUATION, b"0" * 200, fin=False)
+    parser.receive_bytes(second[:9])
+    assert [f.payload for f in parser.received_frames()] == ["0"]
+    assert not _wsproto_idle(parser)  # a frame begun
+    parser.receive_bytes(second[9:])
+    list(parser.received_frames())
+    assert not _wsproto_idle(parser)  # the frame is whole, the message not
+    parser.receive_bytes(client_frame(CONTINUATION, b"0"))
+    assert list(parser.received_frames())[-1].message_finished
+    assert _wsproto_idle(parser)
+
+
+def test_a_message_split_across_reads_and_two_in_one_read(server, opened):
+    """A frame whose bytes arrive in two reads, then two frames in one
+    read and a ping between messages: each message answered once, in
+    order (the fast path hands all of these to wsproto)."""
+    raw = opened()
+    raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    wire = client_frame(TEXT, b"40/chat,")
+    raw.sock.sendall(wire[:3])
+    # No condition to wait for: the server has nothing to answer yet.
+    time.sleep(0.05)
+    raw.sock.sendall(wire[3:])
+    assert raw.text().startswith("40/chat,{")
+    raw.sock.sendall(client_frame(PING, b"p") + client_frame(TEXT, b"40/public,"))
+    assert raw.next_event().payload == b"p"
+    assert raw.text().startswith("40/public,{")
+    raw.sock.sendall(
+        client_frame(TEXT, b'42/public,1["echo","a"]')
+        + client_frame(TEXT, b'42/public,2["echo","b"]')
+    )
+    assert raw.text() == '43/public,1["a"]'
+    assert raw.text() == '43/public,2["b"]'
+
+
+def test_invalid_utf8_in_a_lone_frame_is_refused_1007(server, opened):
+    raw = opened()
+    assert refused(server, raw, client_frame(TEXT, b"4\xed\xa0\x80"))[0] == 1007
+
+
+def test_a_non_minimal_16_bit_length_is_refused_1002(server, opened):
+    raw = opened()
+    wire = bytes((0x81, 0x80 | 126)) + struct.pack("!H", 1) + b"\0" * 4 + b"3"
+    assert refused(server, raw, wire)[0] == 1002

@@ -104,6 +104,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_NO_STATUS = 1005
+CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 
 #: The ``environ`` key :class:`WebSocketTransport` sets once it has taken
@@ -163,6 +164,44 @@ def frame(opcode: int, payload: bytes) -> bytes:
     if length < 65536:
         return _MEDIUM.pack(0x80 | opcode, 126, length) + payload
     return _LONG.pack(0x80 | opcode, 127, length) + payload
+
+
+def lone_frame(data: bytes, limit: int) -> str | bytes | None:
+    """The message of *data* if *data* is exactly one whole client frame
+    that needs nothing of wsproto: final, masked, no RSV bit, text or
+    binary, a 7- or 16-bit length (minimal, RFC 6455 5.2) of at most
+    *limit* bytes; else ``None``, and wsproto parses *data* (anything
+    else: fragments, control frames, several frames, part of one, errors).
+
+    The common case of a client's message, read in one ``recv()``: about
+    a fifth of wsproto's cost (a lone message's latency, bench/README.md).
+
+    :raises UnicodeDecodeError: a text frame that is not UTF-8 (strictly,
+        as wsproto's decoder; 1007).
+    """
+    size = len(data)
+    if size < 6:
+        return None
+    first = data[0]
+    length = data[1] ^ 0x80  # the mask bit must be set
+    if (first != 0x81 and first != 0x82) or length > 126:
+        return None
+    start = 6
+    if length == 126:
+        length = (data[2] << 8) | data[3]
+        start = 8
+        if length < 126:
+            return None  # not minimal: wsproto refuses it
+    if size != start + length or length > limit:
+        return None
+    key = data[start - 4 : start]
+    payload = (
+        int.from_bytes(data[start:], "big")
+        ^ int.from_bytes((key * (length // 4 + 1))[:length], "big")
+    ).to_bytes(length, "big")
+    if first == 0x81:
+        return payload.decode()
+    return payload
 
 
 def close_reason(text: str) -> str:
@@ -250,11 +289,22 @@ def ping_later(session: Any, interval: float) -> None:
 
 
 class _Flusher:
-    """The transports of one event loop with frames to write: written
-    together at the next turn of the loop, from one callback."""
+    """The turns of one event loop's writes, and the transports with
+    frames to write at the end of this one: written together, from one
+    callback.
+
+    A transport that writes the first frame of a turn at once stamps it
+    with :attr:`turn` (:meth:`written`); a second frame in the same turn
+    joins :attr:`pending`. Only those are flushed at the turn's end, not
+    every transport that wrote (a lone message to many clients).
+    """
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
+        #: The turn of the loop, counted by the callbacks of :meth:`flush`.
+        self.turn = 0
+        #: Whether :meth:`flush` is due at the end of this turn.
+        self.armed = False
         self.pending: list[WebSocketTransport] = []
 
     @classmethod
@@ -265,12 +315,17 @@ class _Flusher:
             hub.oe_web_socketio_flusher = flusher
         return flusher
 
-    def add(self, transport: WebSocketTransport) -> None:
-        if not self.pending:
+    def written(self) -> int:
+        """This turn, for a transport that writes now; the turn ends with
+        :meth:`flush`."""
+        if not self.armed:
+            self.armed = True
             self.loop.run_callback(self.flush)
-        self.pending.append(transport)
+        return self.turn
 
     def flush(self) -> None:
+        self.armed = False
+        self.turn += 1
         pending, self.pending = self.pending, []
         for transport in pending:
             transport.scheduled = False
@@ -279,6 +334,29 @@ class _Flusher:
             except Exception:  # a bug: the other transports still get theirs
                 logger.exception("WebSocket write failed")
                 transport.abort()
+
+
+def _is_message(message: str | bytes) -> bool:
+    """Whether python-engineio 4.15.1 decodes *message* from a client's
+    WebSocket into a ``MESSAGE`` packet whose data is the message as is
+    (binary) or less its type (text: ``4`` then a digit, which it takes
+    for no JSON; every Socket.IO packet starts with its type's digit)."""
+    if isinstance(message, bytes):
+        return True
+    return len(message) > 1 and message[0] == "4" and message[1].isnumeric()
+
+
+def _wsproto_idle(proto: FrameProtocol) -> bool:
+    """Whether wsproto holds nothing of what the client sent: no bytes, no
+    frame begun, no fragmented message begun. (Its private state, of
+    wsproto 1.3 as pinned in versions.cfg; test_websocket.py's tests of
+    :func:`lone_frame` fail if it moves.)"""
+    decoder = proto._frame_decoder
+    return (
+        not decoder.buffer.buffer
+        and decoder.header is None
+        and proto._message_decoder.opcode is None
+    )
 
 
 def _handshake_error(environ: dict[str, Any]) -> str | None:
@@ -362,6 +440,8 @@ class WebSocketTransport:
         self.blocked = False
         #: Whether the transport is in its loop's list of buffers to write.
         self.scheduled = False
+        #: The loop's turn in which it last wrote at once (see _Flusher).
+        self.turn = -1
         #: Whether the close frame is appended (nothing more is).
         self.closing = False
         #: Whether the request ended: nothing is written any more.
@@ -435,9 +515,28 @@ class WebSocketTransport:
             session.connected = True
             session.upgraded = True
         self.attach()
+        on_message = self.server.handlers.get("message")
+        sid = session.sid
         while True:
-            pkt = self._receive(CLIENT_PACKET_TYPES)
-            if pkt is None:
+            if session.closed or session.closing:
+                return
+            message = self._read_message()
+            if message is None or session.closed or session.closing:
+                return
+            if on_message is not None and _is_message(message):
+                # What python-engineio's Socket.receive does with a MESSAGE
+                # packet, without building the packet, decoding it again
+                # and logging it (python-socketio's own handler is called;
+                # sockets.Server checks what it carries).
+                try:
+                    on_message(sid, message if type(message) is bytes else message[1:])
+                except Exception:
+                    self.server.logger.exception("message handler error")
+                continue
+            try:
+                pkt = decode_engineio_packet(message, CLIENT_PACKET_TYPES)
+            except EngineIOPacketError as exc:
+                self._refuse(exc)
                 return
             try:
                 session.receive(pkt)
@@ -478,13 +577,31 @@ class WebSocketTransport:
     def _read_message(self) -> str | bytes | None:
         """The next whole message (text or binary); ``None`` once the
         connection has ended, the client closed it, or after refusing a
-        frame. Control frames are answered on the way."""
-        assert self.proto is not None
+        frame. Control frames are answered on the way.
+
+        When wsproto holds nothing (no bytes, no frame nor message begun)
+        and no extension is agreed, a read that is one whole message
+        (:func:`lone_frame`) skips wsproto; anything else is given to it.
+        """
+        proto = self.proto
+        assert proto is not None
+        if self.deflate is None and _wsproto_idle(proto):
+            data = self.sock.recv(RECEIVE_SIZE)
+            if not data:
+                return None
+            try:
+                message = lone_frame(data, self.max_message_size)
+            except UnicodeDecodeError as exc:
+                self._refuse(EngineIOPacketError(str(exc), CLOSE_INVALID_DATA))
+                return None
+            if message is not None:
+                return message
+            proto.receive_bytes(data)
         parts: list[Any] = []
         size = 0
         while True:
             try:
-                for received in self.proto.received_frames():
+                for received in proto.received_frames():
                     opcode = received.opcode
                     # wsproto's payload: bytes, or (code, reason) for a close.
                     if opcode is Opcode.PING:
@@ -516,7 +633,7 @@ class WebSocketTransport:
             )
             if not data:
                 return None
-            self.proto.receive_bytes(data)
+            proto.receive_bytes(data)
 
     def _refuse(self, exc: EngineIOPacketError) -> None:
         """End the session for what its client sent: one log line, the
@@ -596,7 +713,15 @@ class WebSocketTransport:
                 self._check_room(len(data), force)
                 self._append(bytes(self.proto.send_data(data)))
                 return
-        self._append(message_frame(item), force)
+        frame_ = item.__dict__.get(FRAME) or message_frame(item)
+        if self.chunks or self.blocked or self.turn == self._flusher.turn:
+            self._append(frame_, force)
+        else:
+            # _append's first frame of a turn, inline: two calls less per
+            # recipient of a broadcast (nothing is buffered, so the cap
+            # does not apply).
+            self.turn = self._flusher.written()
+            self._send(frame_)
 
     def discard(self) -> int:
         """Drop what is buffered; return the bytes freed."""
@@ -621,12 +746,17 @@ class WebSocketTransport:
         self._check_room(len(data), force)
         self.chunks.append(data)
         self.buffered += len(data)
-        if not self.scheduled and not self.blocked:
-            # The first frame of this turn of the event loop goes out now
-            # (a lone message waits for nothing); those that follow it in
-            # the same turn wait for the turn's end, to go out together.
+        if self.scheduled or self.blocked:
+            return
+        # The first frame of this turn of the event loop goes out now (a
+        # lone message waits for nothing); those that follow it in the
+        # same turn wait for the turn's end, to go out together.
+        flusher = self._flusher
+        if self.turn == flusher.turn:
             self.scheduled = True
-            self._flusher.add(self)
+            flusher.pending.append(self)
+        else:
+            self.turn = flusher.written()
             self._flush()
 
     def _write_now(self, data: bytes) -> None:
@@ -644,7 +774,11 @@ class WebSocketTransport:
             if self.closing:
                 self._shutdown()
             return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def _send(self, data: bytes) -> None:
+        """Write *data*, all that is buffered (or nothing is), with one
+        non-blocking ``send()``; keep what the kernel does not take."""
         try:
             sent = self._raw.send(data)
         except BlockingIOError:
