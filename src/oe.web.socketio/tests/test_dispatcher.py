@@ -74,3 +74,31 @@ def test_max_event_size_is_configurable(start):
     assert answer["error"]["code"] == "payload_too_large"
     size = len('2/chat,2["echo","' + "x" * 100 + '"]')
     assert answer["error"]["message"] == f"event of {size} bytes, the limit is 100"
+
+
+def _a(self): ...
+def _b(self, x, y=1): ...
+def _c(self, x, /, y, *rest): ...
+def _d(self, x, *, key): ...
+def _e(self, x, *, key=1, **more): ...
+def _f(self, *rest): ...
+
+
+@pytest.mark.parametrize("handler", [_a, _b, _c, _d, _e, _f])
+def test_the_cached_arity_binds_what_signature_binds(handler):
+    """The dispatcher checks an event's argument count against the arity
+    it found once, and calls Signature.bind (for its message) only for a
+    count outside it: both must agree on every count."""
+    import inspect
+
+    from oe_web_socketio.dispatcher import positional_arity
+
+    signature = inspect.signature(handler)
+    fewest, most = positional_arity(signature)
+    for count in range(6):
+        try:
+            signature.bind(*range(count))
+            binds = True
+        except TypeError:
+            binds = False
+        assert binds == (fewest <= count <= most), count
