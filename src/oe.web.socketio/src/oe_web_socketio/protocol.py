@@ -52,6 +52,7 @@ written into the upgraded stream). Invariants:
 
 from __future__ import annotations
 
+import json
 from typing import Any, Self
 
 from engineio import json as engineio_json
@@ -189,17 +190,33 @@ class IncomingEvent(str):
         return event
 
 
+def _json_int(digits: str) -> int:
+    """An integer of a client's JSON, refused over 100 digits (as
+    python-engineio's ``json.loads`` does)."""
+    if len(digits) > 100:
+        raise ValueError("Integer is too large")
+    return int(digits)
+
+
+#: What python-engineio's ``json.loads`` builds anew for every call.
+_JSON_DECODER = json.JSONDecoder(parse_int=_json_int)
+
+
 class _PayloadJSON:
     """python-engineio's JSON module, whose ``loads`` tells its failures
-    apart from those of the packet header (integers over 100 digits are
-    refused there, nesting too deep for the decoder is refused here)."""
+    apart from those of the packet header (integers over 100 digits and
+    nesting too deep for the decoder are refused here), with one decoder
+    for every packet."""
 
     dumps = staticmethod(engineio_json.dumps)
 
     @staticmethod
-    def loads(*args: Any, **kwargs: Any) -> Any:
+    def loads(text: str) -> Any:
         try:
-            return engineio_json.loads(*args, **kwargs)
+            if text.startswith("\ufeff"):
+                # Refused by json.loads, that python-engineio calls.
+                raise ValueError("Unexpected UTF-8 BOM")
+            return _JSON_DECODER.decode(text)
         except (ValueError, RecursionError) as exc:
             raise PayloadError(f"invalid JSON: {exc}") from None
 
