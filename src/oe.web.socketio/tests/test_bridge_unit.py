@@ -1,5 +1,6 @@
-"""Tests of :class:`oe_web_socketio.bridge.Bridge`'s delivery path, in
-this process, without trytond.
+"""Tests of :class:`oe_web_socketio.bridge.Bridge`'s delivery path, and of
+the resume (:mod:`oe_web_socketio.resume`) on it, in this process, without
+trytond.
 
 The bridge reads a real outbox in a scratch database of the appliance's
 PostgreSQL (``scratch_database``), on the connection a listener would give
@@ -17,12 +18,14 @@ import tempfile
 from types import SimpleNamespace
 from typing import Any
 
+import gevent.lock
 import psycopg
 import pytest
 import socketio
 from oe_web_socketio import outbox
 from oe_web_socketio.bridge import Bridge, Outbox, channel_room
 from oe_web_socketio.pool import CursorPools
+from oe_web_socketio.resume import resume
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
@@ -196,9 +199,10 @@ def test_a_notification_whose_rows_are_gone_is_one_line(
 
 
 class ResumingSocket:
-    """What :meth:`Bridge.resume` needs of a socket, which records what
-    reaches it: the replayed messages (its emits), and the live ones sent
-    to its channel's room while it is back on the live path."""
+    """What :func:`oe_web_socketio.resume.resume` needs of a socket, which
+    records what reaches it: the replayed messages (its emits), and the
+    live ones sent to its channel's room once it is back on the live
+    path."""
 
     path = "/"
 
@@ -210,6 +214,14 @@ class ResumingSocket:
         #: Index in the server's emits from which it is in its rooms.
         self.live_from: int | None = None
         self.on_replay: Any = None
+        self.holding = False
+        self.lock = gevent.lock.BoundedSemaphore()
+
+    def resume_lock(self) -> gevent.lock.BoundedSemaphore:
+        return self.lock
+
+    def on_subscribe(self, channel: str) -> bool:
+        raise AssertionError("subscribed in these tests")
 
     def emit(self, event: str, message: Any, channel: Any, token: str) -> None:
         assert (event, channel) == ("message", CHANNEL)
@@ -220,9 +232,14 @@ class ResumingSocket:
             self.on_replay, on_replay = None, self.on_replay
             on_replay()
 
-    def rejoin(self) -> None:
-        assert self.live_from is None, "rejoined twice"
-        self.live_from = len(self.bridge.server.emitted)
+    def hold(self) -> None:
+        assert self.live_from is None
+        self.holding = True
+
+    def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.live_from = len(self.bridge.server.emitted)
 
     def received(self) -> list[Any]:
         """Every message that reached it, in order."""
@@ -253,7 +270,7 @@ def test_a_resume_misses_nothing_and_repeats_nothing(replaying, conn, publisher)
         notified(bridge, state, conn, [publish(publisher, 4, 5)])
 
     socket.on_replay = meanwhile
-    answer = bridge.resume(socket, state.token(1), socket.rejoin)
+    answer = resume(socket, bridge, state.token(1))
     assert answer == {"position": state.token(5), "replayed": 4}
     # Back on the live path: what comes next arrives live, once.
     notified(bridge, state, conn, [publish(publisher, 6)])
@@ -266,7 +283,7 @@ def test_a_resume_from_now_on_or_up_to_date_replays_nothing(replaying, conn, pub
     notified(bridge, state, conn, [publish(publisher, 1)])
     for now, token in ((1, None), (2, state.token(2))):
         socket = ResumingSocket(bridge)
-        assert bridge.resume(socket, token, socket.rejoin) == {
+        assert resume(socket, bridge, token, wait=0.05) == {
             "position": state.token(now),
             "replayed": 0,
         }
@@ -278,7 +295,6 @@ def test_a_resume_that_cannot_be_served_is_told_to_resync(
     replaying, conn, publisher, caplog
 ):
     bridge = replaying
-    bridge.resume_wait = 0.05
     state = connected(bridge, conn)
     notified(bridge, state, conn, [publish(publisher, 1, 2, 3)])
     other_epoch = outbox.format_position("another", 1)
@@ -289,17 +305,16 @@ def test_a_resume_that_cannot_be_served_is_told_to_resync(
     ]
     for reason, token in cases:
         socket = ResumingSocket(bridge)
-        assert bridge.resume(socket, token, socket.rejoin) == {
+        assert resume(socket, bridge, token, wait=0.05) == {
             "resync": True,
             "reason": reason,
             "position": state.token(3),
         }
         assert socket.received() == []  # and it is back on the live path
     # Messages keep coming faster than it reads them.
-    bridge.resume_rounds = 1
     socket = ResumingSocket(bridge)
     socket.on_replay = lambda: notified(bridge, state, conn, [publish(publisher, 4)])
-    answer = bridge.resume(socket, state.token(1), socket.rejoin)
+    answer = resume(socket, bridge, state.token(1), rounds=1)
     assert answer == {
         "resync": True,
         "reason": "too far behind",
@@ -309,7 +324,7 @@ def test_a_resume_that_cannot_be_served_is_told_to_resync(
     bridge.history_max_count = 1
     assert bridge.prune(bridge.databases[0], conn) == 3
     socket = ResumingSocket(bridge)
-    answer = bridge.resume(socket, state.token(1), socket.rejoin)
+    answer = resume(socket, bridge, state.token(1))
     assert answer["reason"] == "past the retention window"
     assert socket.live_from is not None
     resyncs = [r for r in caplog.records if "must resynchronise" in r.getMessage()]

@@ -31,7 +31,7 @@ from typing import Any
 
 import socketio
 
-from oe_web_socketio import __version__, logs
+from oe_web_socketio import __version__, logs, pubsub
 from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.bridge import Bridge
 from oe_web_socketio.config import Config
@@ -147,12 +147,26 @@ class Application:
         self.host = host
         pools = host.pools if host is not None else None
         authenticator = host.authenticator if host is not None else None
-        self.bridge: Bridge | None = None
         self.sio = Server(**socketio_options(config))
         # So that a WebSocket ends with its Engine.IO session.
         use_websocket_transport(self.sio.eio, compression=config.websocket_compression)
         # Caps: bytes queued per client, sessions, unused handshakes.
         set_limits(self.sio.eio, config)
+        # What delivers the messages published through the database: its
+        # outbox, or, on a host without a database, nothing.
+        self.bridge: Bridge | None = None
+        self.broker: pubsub.Broker = pubsub.LOCAL
+        if host is not None and pools is not None:
+            self.bridge = self.broker = Bridge(
+                self.sio,
+                lambda: self.socketio.dispatchers,
+                pools,
+                host.conninfo,
+                config.databases,
+                consumers=host.consumers(),
+            )
+            self.bridge.history_max_age = config.history_max_age
+            self.bridge.history_max_count = config.history_max_count
         self.socketio = SocketIO(
             self.sio,
             DispatchSettings(
@@ -160,6 +174,7 @@ class Application:
                 trusted_proxies=config.trusted_proxies,
                 max_event_size=config.max_event_size,
                 message_log_format=config.message_log_format,
+                broker=self.broker,
                 host=host,
             ),
         )
@@ -179,19 +194,7 @@ class Application:
             for route in host.routes():
                 self.router.add(route)
             counters.update(host.counters())
-        if host is not None and pools is not None:
-            self.bridge = Bridge(
-                self.sio,
-                lambda: self.socketio.dispatchers,
-                pools,
-                host.conninfo,
-                config.databases,
-                consumers=host.consumers(),
-            )
-            self.bridge.history_max_age = config.history_max_age
-            self.bridge.history_max_count = config.history_max_count
-            self.socketio.settings.bridge = self.bridge
-            counters["listeners"] = self.bridge.health
+        counters.update(self.broker.counters())
         # Sessions that end while their sockets are connected.
         self.sessions: SessionWatch | None = None
         if host is not None and config.session_check_interval > 0:
@@ -263,8 +266,7 @@ class Application:
     def start(self) -> None:
         """Start the background work: the database bridge's listeners, the
         check of connected sessions."""
-        if self.bridge is not None:
-            self.bridge.start()
+        self.broker.start()
         if self.sessions is not None:
             self.sessions.start()
 
@@ -291,7 +293,6 @@ class Application:
         self.sio.shutdown()
         if self.sessions is not None:
             self.sessions.stop()
-        if self.bridge is not None:
-            self.bridge.stop()
+        self.broker.stop()
         if self.host is not None:
             self.host.close()

@@ -21,12 +21,12 @@ order, in one pass:
 
 ``position`` is a string, ``"<epoch>:<n>"``. A client keeps the last one
 it received; when it connects again, to this server or another, after a
-restart or not, it emits ``resume`` with it (see
-:meth:`oe_web_socketio.namespace.Namespace.on_resume`) and
-:meth:`Bridge.resume` sends it every message of its channels it missed,
-in order, once, then puts it back on the live path, with no gap and no
-duplicate between the two. Messages are kept :attr:`Bridge.history_max_age`
-seconds and at most :attr:`Bridge.history_max_count` of them; a client
+restart or not, it emits ``resume`` with it, and
+:mod:`oe_web_socketio.resume` sends it every message of its channels it
+missed (read with :meth:`Bridge.replay`), in order, once, then puts it
+back on the live path, with no gap and no duplicate between the two.
+Messages are kept :attr:`Bridge.history_max_age` seconds and at most
+:attr:`Bridge.history_max_count` of them; a client
 whose position is older than that, from the future, or from another
 database (another epoch) is told to resynchronise instead.
 
@@ -36,10 +36,9 @@ Invariants:
   channels there (:mod:`oe_web_socketio.rooms`), which no client can
   name: messages of one database never reach the sockets of another;
 * delivery of one batch, and the advance of :attr:`Outbox.delivered`,
-  happen without yielding to another greenlet; :meth:`Bridge.resume`
-  puts a socket back in its rooms without yielding after it checked
-  that nothing was delivered since its last read: so a resuming socket
-  misses nothing and gets nothing twice;
+  happen without yielding to another greenlet (what
+  :mod:`oe_web_socketio.resume` relies on: a resuming socket misses
+  nothing and gets nothing twice);
 * a bad notification (not a transaction id), a notification whose rows
   are gone, or a row that cannot be delivered, is one log line and is
   skipped; the listener goes on;
@@ -58,7 +57,7 @@ Caveats:
   order (PostgreSQL keeps no commit order for them);
 * with several servers on one database, a client that resumes on a
   server a few milliseconds behind the one it left waits up to
-  :attr:`Bridge.resume_wait` seconds for it to catch up.
+  :data:`oe_web_socketio.resume.WAIT` seconds for it to catch up.
 
 Import this module after :func:`oe_web_socketio.patch.patch`.
 """
@@ -80,9 +79,10 @@ import psycopg
 
 from oe_web_socketio import outbox
 from oe_web_socketio.adapter import Message
-from oe_web_socketio.exceptions import DatabaseUnavailable
+from oe_web_socketio.exceptions import DatabaseUnavailable, Resync
 from oe_web_socketio.listener import Listener
 from oe_web_socketio.protocol import MESSAGE_EVENT
+from oe_web_socketio.pubsub import Address, Replayed
 from oe_web_socketio.rooms import channel_room, database_room
 
 if TYPE_CHECKING:
@@ -156,7 +156,8 @@ class Outbox:
 
 
 class Bridge:
-    """Deliver the messages of the outboxes of *databases* to sockets.
+    """Deliver the messages of the outboxes of *databases* to sockets: the
+    durable :class:`~oe_web_socketio.pubsub.Broker` of PostgreSQL.
 
     :param server: the python-socketio server.
     :param dispatchers: the dispatcher of each namespace path (see
@@ -169,6 +170,8 @@ class Bridge:
         consumes them (Tryton's ``bus``).
     """
 
+    #: Messages have positions, and can be replayed.
+    durable = True
     #: Seconds a message is kept for clients that resume.
     history_max_age = 24 * 60 * 60.0
     #: Most messages kept for clients that resume.
@@ -177,12 +180,6 @@ class Bridge:
     prune_interval = 60.0
     #: Rows read at once from the outbox.
     page_size = 500
-    #: Seconds a resuming client whose position this server has not
-    #: delivered yet waits for it.
-    resume_wait = 2.0
-    #: Most reads of a resuming client before it is put back on the live
-    #: path (each one reads what arrived during the previous one).
-    resume_rounds = 20
 
     def __init__(
         self,
@@ -245,6 +242,10 @@ class Bridge:
         for conn in self._publishers.values():
             conn.close()
         self._publishers.clear()
+
+    def counters(self) -> dict[str, Callable[[], Any]]:
+        """``listeners``: :meth:`health`, for ``/health``."""
+        return {"listeners": self.health}
 
     def health(self) -> dict[str, Any]:
         """The state of each database's listener and outbox, for /health."""
@@ -482,66 +483,82 @@ class Bridge:
             if not sockets:
                 del self._adapters[key]
 
-    def resume(
-        self, socket: Namespace, token: Any, rejoin: Callable[[], None]
-    ) -> dict[str, Any]:
-        """Send *socket* what it missed since *token*, then call *rejoin*,
-        which puts it back on the live path.
+    # --- the resume's side (see :mod:`oe_web_socketio.resume`)
 
-        *socket* must be out of its rooms (see
-        :meth:`~oe_web_socketio.namespace.Namespace.on_resume`); *rejoin*
-        is called in every case, without a yield after the last read.
+    def _state(self, database: str) -> Outbox:
+        state = self.outboxes.get(database)
+        if state is None or state.epoch is None:
+            raise DatabaseUnavailable(database, "the database bridge is not connected")
+        return state
 
-        :param token: the last position the client saw, or ``None`` for
-            "from now on".
-        :returns: ``{"position": …, "replayed": n}``, or, when the client
-            must reload what it shows, ``{"resync": True, "reason": …,
-            "position": …}``, where ``position`` is where it stands now.
-        :raises DatabaseUnavailable: the bridge of the socket's database is
-            not connected yet, or the database cannot be read.
+    def head(self, database: str) -> int:
+        """The position of the last message delivered in *database*.
+
+        :raises DatabaseUnavailable: the bridge of *database* is not
+            connected yet.
         """
-        database = socket.database
-        state = self.outboxes.get(database) if database is not None else None
-        if database is None or state is None or state.epoch is None:
-            rejoin()
-            raise DatabaseUnavailable(
-                database or "-", "the database bridge is not connected"
-            )
-        if token is None:
-            rejoin()
-            return {"position": state.token(state.delivered), "replayed": 0}
+        return self._state(database).delivered
+
+    def token(self, database: str, position: int) -> str:
+        """*position* as clients see it."""
+        return self._state(database).token(position)
+
+    def locate(self, database: str, token: Any) -> int:
+        """The position of a client's *token* in *database*.
+
+        :raises Resync: it is not a position, or one of another epoch.
+        """
         parsed = outbox.parse_position(token)
         if parsed is None:
-            return self._resync(socket, state, rejoin, "not a position", token)
-        epoch, after = parsed
-        if epoch != state.epoch:
-            return self._resync(
-                socket, state, rejoin, "a position of another database", token
-            )
-        if after > state.delivered and not state.wait_for(after, self.resume_wait):
-            return self._resync(
-                socket, state, rejoin, "a position from the future", token
-            )
-        replayed = 0
-        for _ in range(self.resume_rounds):
-            until = state.delivered
-            if until > after:
-                rows, pruned = self._read(socket, database, after, until)
-                if after < pruned:
-                    return self._resync(
-                        socket, state, rejoin, "past the retention window", token
-                    )
-                for position, channel, _ns, _sid, text in rows:
-                    socket.emit(
-                        MESSAGE_EVENT, json.loads(text), channel, state.token(position)
-                    )
-                replayed += len(rows)
-                after = until
-            if state.delivered == until:
-                rejoin()
-                return {"position": state.token(until), "replayed": replayed}
-        # Messages keep coming faster than this client reads them.
-        return self._resync(socket, state, rejoin, "too far behind", token)
+            raise Resync("not a position")
+        epoch, position = parsed
+        if epoch != self._state(database).epoch:
+            raise Resync("a position of another database")
+        return position
+
+    def wait_until(self, database: str, position: int, timeout: float) -> bool:
+        """Wait until *position* is delivered; return whether it is."""
+        return self._state(database).wait_for(position, timeout)
+
+    def replay(
+        self,
+        database: str,
+        after: int,
+        until: int,
+        *,
+        namespace: str | None,
+        channels: Iterable[str],
+    ) -> list[Replayed]:
+        """The messages of *database* in ``(after, until]`` for a socket of
+        *namespace* subscribed to *channels* (and the broadcasts), read
+        page by page.
+
+        :raises Resync: some were pruned (checked after the read).
+        :raises DatabaseUnavailable: the database cannot be read.
+        """
+        state = self._state(database)
+        rows: list[tuple[Any, ...]] = []
+        params = {
+            "after": after,
+            "until": until,
+            "namespace": namespace,
+            "channels": list(channels),
+            "limit": self.page_size,
+        }
+        with self.pools.cursor(database) as cursor:
+            while True:
+                page = cursor.execute(outbox.MESSAGES_FOR, params).fetchall()
+                rows.extend(page)
+                if len(page) < self.page_size:
+                    break
+                params["after"] = page[-1][0]
+            (_epoch, pruned) = cursor.execute(outbox.STATE).fetchone() or ("", 0)
+        if after < int(pruned):
+            raise Resync("past the retention window")
+        return [
+            Replayed(position, state.token(position), channel, json.loads(text))
+            for position, channel, _ns, _sid, text in rows
+        ]
 
     def wait_messages(
         self, database: str, channel: str, since: Any, timeout: float
@@ -600,59 +617,14 @@ class Bridge:
                 if not waiters:
                     del self._waiters[key]
 
-    def _read(
-        self, socket: Namespace, database: str, after: int, until: int
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """The messages for *socket* in ``(after, until]``, and the highest
-        position pruned, read after them."""
-        rows: list[tuple[Any, ...]] = []
-        params = {
-            "after": after,
-            "until": until,
-            "namespace": socket.path,
-            "channels": sorted(socket.channels),
-            "limit": self.page_size,
-        }
-        with self.pools.cursor(database) as cursor:
-            while True:
-                page = cursor.execute(outbox.MESSAGES_FOR, params).fetchall()
-                rows.extend(page)
-                if len(page) < self.page_size:
-                    break
-                params["after"] = page[-1][0]
-            (_epoch, pruned) = cursor.execute(outbox.STATE).fetchone() or ("", 0)
-        return rows, int(pruned)
-
-    def _resync(
-        self,
-        socket: Namespace,
-        state: Outbox,
-        rejoin: Callable[[], None],
-        reason: str,
-        token: Any,
-    ) -> dict[str, Any]:
-        rejoin()
-        logger.warning("%r must resynchronise: %s (%.80r)", socket, reason, token)
-        return {
-            "resync": True,
-            "reason": reason,
-            "position": state.token(state.delivered),
-        }
-
-    def publish(
-        self,
-        database: str,
-        message: Any,
-        channel: str | None = None,
-        *,
-        namespace: str | None = None,
-        sid: str | None = None,
-    ) -> None:
-        """Publish *message* through the outbox of *database*, in a
-        transaction of its own (see :func:`oe_web_socketio.outbox.publish`).
+    def publish(self, address: Address, payload: Any) -> None:
+        """Publish *payload* to *address* through the outbox of its
+        database, in a transaction of its own (see
+        :func:`oe_web_socketio.outbox.publish`).
 
         :raises DatabaseUnavailable: the database cannot be written to.
         """
+        database = address.database
         if database not in self.outboxes:
             raise DatabaseUnavailable(database, "not a database of this server")
         with self._publish_lock:
@@ -662,10 +634,10 @@ class Bridge:
                     with conn.transaction():
                         outbox.publish(
                             conn.cursor(),
-                            message,
-                            channel,
-                            namespace=namespace,
-                            sid=sid,
+                            payload,
+                            address.channel,
+                            namespace=address.namespace,
+                            sid=address.sid,
                         )
                     return
                 except psycopg.OperationalError as exc:

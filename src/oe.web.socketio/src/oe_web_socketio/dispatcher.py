@@ -65,8 +65,8 @@ from oe_web_socketio.protocol import (
 )
 
 if TYPE_CHECKING:
-    from oe_web_socketio.bridge import Bridge
     from oe_web_socketio.hosts import Host
+    from oe_web_socketio.pubsub import Broker
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class DispatchSettings:
     :param message_log_format: ``%``-format of the line logged per event
         received (fields :data:`oe_web_socketio.config.MESSAGE_LOG_FIELDS`),
         or ``None``.
-    :param bridge: the database bridge, given to every socket, or ``None``.
+    :param broker: what delivers the database's messages, given to every
+        socket (:mod:`oe_web_socketio.pubsub`); ``None``: nothing does.
     :param host: the host application, which authenticates clients unless
         a namespace class has its own authenticator (see
         :meth:`~oe_web_socketio.namespace.Namespace.identify`); ``None``:
@@ -102,42 +103,15 @@ class DispatchSettings:
         trusted_proxies: tuple[str, ...] = (),
         max_event_size: int = 65_536,
         message_log_format: str | None = None,
-        bridge: Bridge | None = None,
+        broker: Broker | None = None,
         host: Host | None = None,
     ) -> None:
-        self.bridge = bridge
+        self.broker = broker
         self.host = host
         self.authenticator = authenticator
         self.trusted_proxies = trusted_proxies
         self.max_event_size = max_event_size
         self.message_log_format = message_log_format
-
-
-#: An event's handler, its signature, and the fewest and most positional
-#: arguments it takes (see :func:`positional_arity`).
-_Handler = tuple[Callable[..., Any], inspect.Signature, float, float]
-
-
-def positional_arity(signature: inspect.Signature) -> tuple[float, float]:
-    """The fewest and most positional arguments that *signature* binds
-    when no keyword is given (``inf``: any number). A call within them
-    binds; one outside fails :meth:`~inspect.Signature.bind`. A required
-    keyword-only parameter binds no call: ``(inf, inf)``."""
-    fewest = most = 0.0
-    for parameter in signature.parameters.values():
-        kind = parameter.kind
-        if kind is parameter.VAR_POSITIONAL:
-            most = float("inf")
-        elif kind is parameter.VAR_KEYWORD:
-            continue
-        elif kind is parameter.KEYWORD_ONLY:
-            if parameter.default is parameter.empty:
-                return float("inf"), float("inf")
-        else:
-            most += 1
-            if parameter.default is parameter.empty:
-                fewest += 1
-    return fewest, most
 
 
 class Dispatcher(socketio.Namespace):
@@ -153,8 +127,8 @@ class Dispatcher(socketio.Namespace):
         self.namespace_class = namespace_class
         self.settings = settings
         self.sockets: dict[str, Namespace] = {}
-        #: Handler, signature and arity of each event name, found once.
-        self._handlers: dict[str, _Handler] = {}
+        #: Handler and signature of each event name, found once.
+        self._handlers: dict[str, tuple[Callable[..., Any], inspect.Signature]] = {}
 
     def __repr__(self) -> str:
         cls = self.namespace_class
@@ -189,7 +163,7 @@ class Dispatcher(socketio.Namespace):
                 sid,
                 request,
                 authenticator=self.settings.authenticator,
-                bridge=self.settings.bridge,
+                broker=self.settings.broker,
                 host=self.settings.host,
             )
         except Exception:
@@ -341,17 +315,16 @@ class Dispatcher(socketio.Namespace):
             return self._refuse(
                 socket, event, UNKNOWN_EVENT, f"unknown event {shorten(str(event))}"
             )
-        handler, signature, fewest, most = found
-        if not fewest <= len(args) + 1 <= most:
-            try:  # bind() says what is wrong, in its words
-                signature.bind(socket, *args)
-            except TypeError as exc:
-                return self._refuse(
-                    socket,
-                    event,
-                    BAD_REQUEST,
-                    f"wrong arguments for event {shorten(str(event))}: {exc}",
-                )
+        handler, signature = found
+        try:
+            signature.bind(socket, *args)
+        except TypeError as exc:
+            return self._refuse(
+                socket,
+                event,
+                BAD_REQUEST,
+                f"wrong arguments for event {shorten(str(event))}: {exc}",
+            )
         current = gevent.getcurrent()
         socket.own_greenlet(current)
         try:
@@ -377,19 +350,16 @@ class Dispatcher(socketio.Namespace):
         finally:
             socket.disown_greenlet(current)
 
-    def _find_handler(self, event: str) -> _Handler | None:
+    def _find_handler(
+        self, event: str
+    ) -> tuple[Callable[..., Any], inspect.Signature] | None:
         found = self._handlers.get(event)
         if found is None:
             handler = getattr(self.namespace_class, "on_" + event, None)
             if not callable(handler):
                 return None
-            signature = inspect.signature(handler)
             # Cached only for methods that exist: the names are bounded.
-            found = self._handlers[str(event)] = (
-                handler,
-                signature,
-                *positional_arity(signature),
-            )
+            found = self._handlers[str(event)] = (handler, inspect.signature(handler))
         return found
 
     def _refuse(self, socket: Namespace, event: str, code: str, message: str) -> Any:

@@ -387,3 +387,21 @@ class PollTimeout(OeWebSocketIOError, TimeoutError):
     Raised by :meth:`~oe_web_socketio.longpolling.LongPollingRequest.wait`;
     uncaught, the client is answered ``204 No Content`` (and polls again).
     """
+
+
+class Resync(OeWebSocketIOError):
+    """A client's position cannot be resumed from: what it missed is no
+    longer all known (or it is not a position of the broker's database).
+    Raised by a broker's replay (:mod:`oe_web_socketio.pubsub`), answered
+    by :mod:`oe_web_socketio.resume` with ``{"resync": true, …}``.
+
+    :param reason: why, as the client is told (``"past the retention
+        window"``…).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return self.reason

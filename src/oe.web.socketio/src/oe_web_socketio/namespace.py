@@ -68,7 +68,7 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from oe_web_socketio import auth, rooms
+from oe_web_socketio import auth, pubsub, resume, rooms
 from oe_web_socketio import events as events_module
 from oe_web_socketio.adapter import Adapter, AdapterQueue
 from oe_web_socketio.exceptions import (
@@ -90,8 +90,8 @@ from oe_web_socketio.protocol import (
 if TYPE_CHECKING:
     import socketio
 
-    from oe_web_socketio.bridge import Bridge
     from oe_web_socketio.hosts import Host
+    from oe_web_socketio.pubsub import Broker
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class Namespace:
         sid: str,
         request: Request,
         authenticator: auth.Authenticator | None = None,
-        bridge: Bridge | None = None,
+        broker: Broker | None = None,
         host: Host | None = None,
     ) -> None:
         self.server = server
@@ -227,7 +227,10 @@ class Namespace:
         self._greenlets: set[gevent.Greenlet] | None = None
         self.allowed_events: set[str] | None = None
         self.reset_acl()
-        self.bridge = bridge
+        #: What delivers the messages published through the database
+        #: (:mod:`oe_web_socketio.pubsub`); a server without a database has
+        #: :data:`~oe_web_socketio.pubsub.LOCAL`, which delivers none.
+        self.broker: Broker = broker if broker is not None else pubsub.LOCAL
         #: The adapter of this socket (its queue: :attr:`adapter_queue`).
         self.adapter: Adapter | None = None
         self._adapter_queue: AdapterQueue | None = None
@@ -286,12 +289,19 @@ class Namespace:
         without a database bridge)."""
         if self.identity is not None:
             return self.identity.db
-        return self.bridge.default_database if self.bridge is not None else None
+        return self.broker.default_database
+
+    @property
+    def bridge(self) -> Any:
+        """The database bridge (:class:`~oe_web_socketio.bridge.Bridge`,
+        whose ``pools`` lend read-only cursors), or ``None`` on a server
+        without a database."""
+        return self.broker if self.broker.durable else None
 
     def authenticate(self, identity: auth.Identity) -> None:
         """Make *identity* the user of this socket and apply
         :meth:`get_authenticated_acl`."""
-        moved = self.bridge is not None and self.database != identity.db
+        moved = self.broker.durable and self.database != identity.db
         if moved:
             self.detach()
         self.identity = identity
@@ -594,39 +604,58 @@ class Namespace:
         """Disconnect this socket from the namespace."""
         self.server.disconnect(self.sid, namespace=self.path)
 
-    # --- the database bridge
+    # --- the database's messages (see :mod:`oe_web_socketio.pubsub`)
 
     def attach(self) -> None:
         """Join the rooms of this socket's database and start receiving
         its adapter's messages (called once the socket is connected)."""
         self._sync_rooms()
-        if self.bridge is not None:
-            self.bridge.attach(self)
+        self.broker.attach(self)
 
     def detach(self) -> None:
         """Stop the adapter's messages and, once the socket is
         disconnecting, leave the database's rooms."""
-        if self.bridge is not None:
-            self.bridge.detach(self)
+        self.broker.detach(self)
         self._sync_rooms()
 
     def _sync_rooms(self) -> None:
-        """Be in the bridge rooms of the database and channels, no others.
+        """Be in the rooms of the database and channels, no others.
 
-        Never yields (see :meth:`on_resume`)."""
+        Never yields (see :mod:`oe_web_socketio.resume`)."""
         live = self.connected and not self._holding
         wanted = rooms.database_rooms(self.database if live else None, self._channels)
         self._rooms = rooms.move(self.server, self.sid, self.path, self._rooms, wanted)
 
-    def _require_bridge(self) -> Bridge:
-        if self.bridge is None:
-            raise EventError(UNAVAILABLE, "this server has no database bridge")
-        return self.bridge
+    def hold(self) -> None:
+        """Leave the rooms of the database until :meth:`release`, while the
+        socket resumes (never yields)."""
+        self._holding = True
+        self._sync_rooms()
+
+    def release(self) -> None:
+        """Be back in the rooms of the database (never yields)."""
+        if self._holding:
+            self._holding = False
+            self._sync_rooms()
+
+    def resume_lock(self) -> gevent.lock.BoundedSemaphore:
+        """The lock that serializes the resumes of this socket (created by
+        the first one)."""
+        if self._resume_lock is None:
+            self._resume_lock = gevent.lock.BoundedSemaphore()
+        return self._resume_lock
+
+    def _require_bridge(self) -> Any:
+        """The database bridge (its ``pools``), or :class:`EventError`."""
+        if not self.broker.durable:
+            raise EventError(UNAVAILABLE, pubsub.NO_BROKER)
+        return self.broker
 
     def on_resume(self, position: Any = None, channels: Any = None) -> dict[str, Any]:
         """The ``resume`` event: subscribe to *channels* and receive every
         database message of this socket's channels (and broadcasts) after
-        *position*, in order, before any newer one.
+        *position*, in order, before any newer one (see
+        :mod:`oe_web_socketio.resume`).
 
         :param position: the last ``position`` the client received (the
             third argument of ``message``), or ``None`` for "from now on".
@@ -641,34 +670,7 @@ class Namespace:
             answers ``{"position": null, "replayed": 0}``: its messages
             are live only.
         """
-        if channels is None:
-            channels = []
-        if not isinstance(channels, list):
-            raise EventError(BAD_REQUEST, "channels must be a list of channels")
-        if self.bridge is None:
-            for channel in channels:
-                self.on_subscribe(channel)
-            return {"position": None, "replayed": 0}
-        bridge = self.bridge
-        if self._resume_lock is None:
-            self._resume_lock = gevent.lock.BoundedSemaphore()
-        with self._resume_lock:
-            # Off the live path first: what is published from now on is
-            # read from the database, up to the moment the socket is back.
-            self._holding = True
-            self._sync_rooms()
-            try:
-                for channel in channels:
-                    self.on_subscribe(channel)
-                return bridge.resume(self, position, self._release)
-            finally:
-                self._release()
-
-    def _release(self) -> None:
-        """Back on the live path after :meth:`on_resume` (never yields)."""
-        if self._holding:
-            self._holding = False
-            self._sync_rooms()
+        return resume.resume(self, self.broker, position, channels)
 
     def publish(
         self,
@@ -684,10 +686,8 @@ class Namespace:
         :raises EventError: the server has no database bridge.
         :raises DatabaseUnavailable: the database cannot be written to.
         """
-        bridge = self._require_bridge()
-        database = self.database
-        assert database is not None
-        bridge.publish(database, message, channel, namespace=namespace)
+        address = pubsub.Address(self.database or "", namespace, channel)
+        self.broker.publish(address, message)
 
     # --- adapters
 
