@@ -114,6 +114,33 @@ class DispatchSettings:
         self.message_log_format = message_log_format
 
 
+#: An event's handler, its signature, and the fewest and most positional
+#: arguments it takes (see :func:`positional_arity`).
+_Handler = tuple[Callable[..., Any], inspect.Signature, float, float]
+
+
+def positional_arity(signature: inspect.Signature) -> tuple[float, float]:
+    """The fewest and most positional arguments that *signature* binds
+    when no keyword is given (``inf``: any number). A call within them
+    binds; one outside fails :meth:`~inspect.Signature.bind`. A required
+    keyword-only parameter binds no call: ``(inf, inf)``."""
+    fewest = most = 0.0
+    for parameter in signature.parameters.values():
+        kind = parameter.kind
+        if kind is parameter.VAR_POSITIONAL:
+            most = float("inf")
+        elif kind is parameter.VAR_KEYWORD:
+            continue
+        elif kind is parameter.KEYWORD_ONLY:
+            if parameter.default is parameter.empty:
+                return float("inf"), float("inf")
+        else:
+            most += 1
+            if parameter.default is parameter.empty:
+                fewest += 1
+    return fewest, most
+
+
 class Dispatcher(socketio.Namespace):
     """The python-socketio namespace serving *namespace_class* at *path*.
 
@@ -127,8 +154,8 @@ class Dispatcher(socketio.Namespace):
         self.namespace_class = namespace_class
         self.settings = settings
         self.sockets: dict[str, Namespace] = {}
-        #: Handler and signature of each event name, found once.
-        self._handlers: dict[str, tuple[Callable[..., Any], inspect.Signature]] = {}
+        #: Handler, signature and arity of each event name, found once.
+        self._handlers: dict[str, _Handler] = {}
 
     def __repr__(self) -> str:
         cls = self.namespace_class
@@ -315,16 +342,17 @@ class Dispatcher(socketio.Namespace):
             return self._refuse(
                 socket, event, UNKNOWN_EVENT, f"unknown event {shorten(str(event))}"
             )
-        handler, signature = found
-        try:
-            signature.bind(socket, *args)
-        except TypeError as exc:
-            return self._refuse(
-                socket,
-                event,
-                BAD_REQUEST,
-                f"wrong arguments for event {shorten(str(event))}: {exc}",
-            )
+        handler, signature, fewest, most = found
+        if not fewest <= len(args) + 1 <= most:
+            try:  # bind() says what is wrong, in its words
+                signature.bind(socket, *args)
+            except TypeError as exc:
+                return self._refuse(
+                    socket,
+                    event,
+                    BAD_REQUEST,
+                    f"wrong arguments for event {shorten(str(event))}: {exc}",
+                )
         current = gevent.getcurrent()
         socket.own_greenlet(current)
         try:
@@ -350,16 +378,19 @@ class Dispatcher(socketio.Namespace):
         finally:
             socket.disown_greenlet(current)
 
-    def _find_handler(
-        self, event: str
-    ) -> tuple[Callable[..., Any], inspect.Signature] | None:
+    def _find_handler(self, event: str) -> _Handler | None:
         found = self._handlers.get(event)
         if found is None:
             handler = getattr(self.namespace_class, "on_" + event, None)
             if not callable(handler):
                 return None
+            signature = inspect.signature(handler)
             # Cached only for methods that exist: the names are bounded.
-            found = self._handlers[str(event)] = (handler, inspect.signature(handler))
+            found = self._handlers[str(event)] = (
+                handler,
+                signature,
+                *positional_arity(signature),
+            )
         return found
 
     def _refuse(self, socket: Namespace, event: str, code: str, message: str) -> Any:
