@@ -277,6 +277,24 @@ def test_authentication_accepted_refused_and_failing(clients, server):
     assert clients("alice-token").call("whoami")["login"] == "alice"
 
 
+def test_the_open_files_limit_is_raised_and_caps_connections(server):
+    """SocketIOMiddleware.run as the command line: the soft limit of open
+    files (1024 at start) raised to the hard one, the sessions and the
+    connections at once capped from it, and a line saying so."""
+    limits = (Path("/proc") / str(server.process.pid) / "limits").read_text()
+    soft, hard = re.search(r"Max open files +(\S+) +(\S+) ", limits).groups()
+    assert soft == hard
+    if hard == "unlimited":
+        pytest.skip("no hard limit of open files")
+    assert (
+        server.count(
+            rf"INFO oe_web_socketio.wsgi: Open files limit {hard} \(raised from 1024\);"
+            r" max_connections \d+, connections at once \d+$"
+        )
+        == 1
+    )
+
+
 def test_the_page_includes_the_client_served_by_the_server(server):
     status, headers, body = server.get("/")
     assert status == 200

@@ -8,9 +8,17 @@ two tokens a real application would not have: ``raise-token`` makes it
 raise, ``garbage-token`` makes it return what is not a user.
 """
 
+import resource
 import sys
 
 from oe_web_socketio.patch import patch
+
+# The soft limit of open files a service manager leaves a process by
+# default (systemd: 1024), which the middleware raises to the hard one
+# (tests/test_wsgi_hosts.py checks).
+_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+if _hard == resource.RLIM_INFINITY or _hard > 1024:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, _hard))
 
 # Before web.py, whose request context must be greenlet-local.
 patch()

@@ -258,22 +258,16 @@ def _run(argv: Sequence[str] | None) -> int:
     from oe_web_socketio.hosts.tryton import TrytonHost
     from oe_web_socketio.server import make_server
 
-    # Before the application, whose max_connections follows from it.
-    open_files = limits.raise_open_files_limit()
     host = TrytonHost.from_config(config)
+    # Its caps follow from the open files limit, which it raised.
     application = Application(config, host)
-    server = make_server(
-        config, application, max_connections=application.sio.eio.max_open_connections
-    )
+    eio = application.sio.eio
+    server = make_server(config, application, max_connections=eio.max_open_connections)
     server.start()
     logger.info(
         "Listening on %s (databases: %s)", server.url, ", ".join(config.databases)
     )
-    logger.info(
-        limits.describe_open_files(
-            *open_files, application.sio.eio.max_connections, server.max_connections
-        )
-    )
+    logger.info(limits.describe_open_files(eio, server.max_connections))
     application.start()
     serve(server, application)
     return EXIT_OK

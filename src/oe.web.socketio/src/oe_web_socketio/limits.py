@@ -32,7 +32,8 @@ methods only (``create_queue``, ``send_packet``, ``handle_request``,
   open files limit when it is not set (:func:`session_limit`): a server
   past that limit could not accept a connection, nor open one to its
   database, for any client. :func:`raise_open_files_limit` first raises
-  the soft limit to the hard one (the command line does, at start).
+  the soft limit to the hard one (:func:`set_limits` does, as the
+  application is built, whether by the command line or a WSGI host).
 * **Sessions that never join a namespace** (:attr:`Limits.connect_timeout`):
   an Engine.IO handshake costs a session, a queue and a ping greenlet until
   its ping timeout; one that has not asked for a Socket.IO namespace within
@@ -60,7 +61,6 @@ from typing import Any
 
 import gevent
 import gevent.queue
-import socketio
 from engineio import packet as eio_packet
 from engineio import socket as eio_socket
 
@@ -75,9 +75,6 @@ LOG_INTERVAL = 10.0
 
 #: python-engineio's wait for a session's next ping (a greenlet each).
 _SEND_PING = eio_socket.Socket._send_ping
-
-#: python-socketio's run of a client's event, one greenlet each.
-_HANDLE_EVENT = socketio.Server._handle_event_internal
 
 #: Descriptors kept free beyond those :func:`reserved_descriptors` counts:
 #: log files, a polling client's POST beside its pending poll, held Tryton
@@ -232,8 +229,12 @@ class Limits:
     max_connections: int | None = None
     #: Most connections the HTTP server should handle at once, for the
     #: descriptors they hold, or ``None`` (see :func:`connection_limit`;
-    #: the command line gives it to :class:`~.server.Server`).
+    #: the command line and :meth:`.wsgi.SocketIOMiddleware.run` give it
+    #: to :class:`~.server.Server`).
     max_open_connections: int | None = None
+    #: The soft limit of open files before and after :func:`set_limits`
+    #: raised it, for the log line at start (:func:`describe_open_files`).
+    open_files: tuple[int, int] | None = None
     #: Seconds a refused handshake is told to wait (``Retry-After``).
     retry_after: int = 5
     #: Seconds a session may go without asking for a namespace, or ``None``.
@@ -257,39 +258,13 @@ class Limits:
         return PacketQueue(limit if limit is not None else 2**63)
 
     def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
-        """python-engineio's, except for two targets:
-
-        * a session's next ping: a timer of the event loop
-          (:func:`~.websocket.ping_later`) instead of a greenlet that
-          sleeps ``ping_interval`` (python-engineio 4.15.1's
-          ``Socket.schedule_ping`` starts ``Socket._send_ping`` here);
-        * a client's event (python-socketio 5's ``async_handlers`` starts
-          ``Server._handle_event_internal`` here, from the greenlet that
-          read it): its greenlet runs at once, until it finishes or
-          waits, and the reading greenlet goes on at the next turn of the
-          loop. Started the usual way, it would wait behind the reader's
-          next read and a turn of the loop (60-100 µs of a lone message's
-          latency, bench/README.md). Still a greenlet per event, that the
-          dispatcher kills when its socket disconnects.
-        """
-        func = getattr(target, "__func__", None)
-        if func is _SEND_PING and not args:
+        """python-engineio's, except for a session's next ping: a timer of
+        the event loop (:func:`~.websocket.ping_later`) instead of a
+        greenlet that sleeps ``ping_interval`` (python-engineio 4.15.1's
+        ``Socket.schedule_ping`` starts ``Socket._send_ping`` here)."""
+        if getattr(target, "__func__", None) is _SEND_PING and not args:
             ping_later(target.__self__, self.ping_interval)  # type: ignore[attr-defined]
             return None
-        if func is _HANDLE_EVENT:
-            reader = gevent.getcurrent()
-            hub = gevent.get_hub()
-            # (A greenlet that ends goes back to the hub, which must run.)
-            if reader is not hub and hub:
-                task = self._async["thread"](target=target, args=args, kwargs=kwargs)  # type: ignore[attr-defined]
-                resume = hub.loop.run_callback(reader.switch)
-                try:
-                    task.switch()
-                finally:
-                    # Resumed by something else (killed): the callback
-                    # must not wake the reader in whatever it waits on next.
-                    resume.stop()
-                return task
         return super().start_background_task(target, *args, **kwargs)  # type: ignore[misc]
 
     def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
@@ -524,15 +499,20 @@ def refusal_headroom(connections: int) -> int:
 
 
 def set_limits(eio: Limits, config: Config) -> None:
-    """Give *eio* the caps of *config* (``0`` there: no cap), the number of
-    sessions following from the open files limit when not set (see
-    :func:`session_limit`).
+    """Raise this process's soft limit of open files to the hard one
+    (:func:`raise_open_files_limit`, the limits before and after kept in
+    :attr:`Limits.open_files`), then give *eio* the caps of *config*
+    (``0`` there: no cap), the number of sessions following from the open
+    files limit when not set (see :func:`session_limit`). Every way of
+    serving builds its application through here: the command line, and
+    :class:`~oe_web_socketio.wsgi.SocketIOMiddleware` in a WSGI host.
 
     :raises ConfigError: :attr:`.Config.max_connections` is more than the
         open files limit allows.
     """
+    eio.open_files = raise_open_files_limit()
     eio.max_queued_bytes = config.max_queued_bytes or None
-    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    open_files = eio.open_files[1]
     reserved = reserved_descriptors(config)
     # One descriptor a session: a WebSocket's accepted connection
     # (oe_web_socketio.websocket duplicates none), a poll's connection.
@@ -541,16 +521,17 @@ def set_limits(eio: Limits, config: Config) -> None:
     eio.connect_timeout = config.connect_timeout or None
 
 
-def describe_open_files(
-    before: int, limit: int, sessions: int | None, connections: int | None
-) -> str:
-    """The log line saying the open files limit and the sessions and
-    connections it allows."""
+def describe_open_files(eio: Limits, connections: int | None) -> str:
+    """The log line saying the open files limit :func:`set_limits` left
+    *eio* and the sessions and *connections* (the HTTP server's
+    :attr:`~.server.Server.max_connections`) it allows."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    before, limit = eio.open_files or (soft, soft)
     raised = f" (raised from {before})" if limit != before else ""
     capped = [
         f"{name} {value}" if value is not None else f"no {name}"
         for name, value in (
-            ("max_connections", sessions),
+            ("max_connections", eio.max_connections),
             ("connections at once", connections),
         )
     ]

@@ -238,6 +238,7 @@ class SocketIOMiddleware:
         :raises ListenError: the address cannot be listened on.
         """
         patch()
+        from oe_web_socketio import limits
         from oe_web_socketio.cli import configure_logging, serve
         from oe_web_socketio.server import make_server
 
@@ -249,9 +250,17 @@ class SocketIOMiddleware:
         if port is not None:
             overrides["port"] = port
         config = self.config.replace(**overrides)
-        server = make_server(config, wsgi_app if wsgi_app is not None else self)
+        # The application raised the open files limit; the cap of
+        # connections at once follows from it (as on the command line).
+        eio = self.application.sio.eio
+        server = make_server(
+            config,
+            wsgi_app if wsgi_app is not None else self,
+            max_connections=eio.max_open_connections,
+        )
         server.start()
         logger.info("Listening on %s", server.url)
+        logger.info(limits.describe_open_files(eio, server.max_connections))
         self.application.start()
         serve(server, self.application)
 
