@@ -1,9 +1,12 @@
 """Tests of :mod:`oe_web_socketio.hosts`: the plain WSGI host's handling of
-what an application's authenticate callable does, and the Tryton host's
-construction from the configuration (no database needed)."""
+what an application's authenticate callable does, the Tryton host's
+construction from the configuration and what it contributes (no database
+needed), and sessions checked without a database (a server without host,
+Tryton's plain HTTP requests)."""
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import pytest
@@ -120,6 +123,102 @@ def test_the_tryton_host_reads_trytond_configuration(tmp_path):
         assert host.authenticate({}, None, None) is None
     finally:
         host.close()
+
+
+def test_the_tryton_host_contributes_its_bus(tmp_path):
+    from oe_web_socketio.config import Config
+    from oe_web_socketio.hosts.tryton import BUS_CHANNEL, TrytonHost
+
+    conf = tmp_path / "trytond.conf"
+    conf.write_text(
+        "[database]\nuri = postgresql://u@/?host=/nowhere\n"
+        "[bus]\nallow_subscribe = True\n"
+    )
+    host = TrytonHost.from_config(Config(trytond_config=str(conf), databases=("a",)))
+    assert host is not None
+    try:
+        assert host.settings.allow_subscribe is True
+        assert [route.path for route in host.routes()] == ["/<database>/bus"]
+        assert host.consumers() == {BUS_CHANNEL: host.bus.notify}
+        assert host.counters()["bus"]() == {
+            "a": {"polls": 0, "messages": 0, "dropped": 0}
+        }
+    finally:
+        host.close()
+
+
+def test_a_plain_host_contributes_nothing():
+    host = WSGIHost()
+    assert (tuple(host.routes()), host.consumers(), host.counters()) == ((), {}, {})
+    assert host.named_database({"HTTP_X_TRYTON_DATABASE": "oe"}) is None
+    assert host.request_context({}, "127.0.0.1") is None
+
+
+def test_trytond_settings_are_read_once_with_the_bus(tmp_path):
+    from oe_web_socketio.exceptions import ConfigError
+    from oe_web_socketio.hosts.tryton import TrytonSettings
+
+    conf = tmp_path / "trytond.conf"
+    conf.write_text("[database]\nuri = postgresql:///\n")
+    assert TrytonSettings.from_config_file(str(conf)).allow_subscribe is False
+    conf.write_text("[database]\nuri = postgresql:///\n[bus]\nallow_subscribe = 2\n")
+    with pytest.raises(ConfigError) as info:
+        TrytonSettings.from_config_file(str(conf))
+    assert (info.value.key, info.value.source) == ("[bus] allow_subscribe", str(conf))
+
+
+# -- sessions without a database: a server without host, Tryton's requests --
+
+SESSION = "Session " + base64.b64encode(b"ann:7:" + b"k" * 64).decode()
+
+
+class _Sessions:
+    """Accepts every session, as user 7 of the database named, or ``oe``."""
+
+    def authenticate(self, credentials, address):
+        return Identity(credentials.database or "oe", credentials.uid, "ann")
+
+
+def test_a_session_host_without_authenticator_refuses_sessions_only(caplog):
+    from oe_web_socketio.hosts import NO_AUTHENTICATOR, SessionHost
+
+    host = SessionHost()
+    assert host.authenticate({}, None, None) is None
+    with pytest.raises(AuthenticationError, match=NO_AUTHENTICATOR):
+        host.authenticate({"HTTP_AUTHORIZATION": SESSION}, None, None)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "REMOTE_ADDR": "::1"}
+    assert host.authenticate_request(environ, "::1") is None
+    caplog.clear()
+    for header in (SESSION, "Session %%%"):
+        with pytest.raises(AuthenticationError):
+            host.authenticate_request({**environ, "HTTP_AUTHORIZATION": header}, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Refused GET /x from ::1: {NO_AUTHENTICATOR}",
+        "Refused GET /x from ::1: malformed session",
+    ]
+
+
+def test_tryton_requests_name_their_database_and_tell_trytond_of_themselves():
+    from oe_web_socketio.hosts.tryton import TrytonSessions
+
+    host = TrytonSessions(_Sessions())
+    environ = {
+        "HTTP_AUTHORIZATION": SESSION,
+        "HTTP_X_TRYTON_DATABASE": "other",
+        "HTTP_HOST": "erp.example",
+        "HTTP_X_FORWARDED_PROTO": "https",
+    }
+    assert host.authenticate_request(environ, "10.0.0.1") == Identity("other", 7, "ann")
+    # Socket.IO names the database in its auth payload, not in a header.
+    assert host.authenticate(environ, None, "10.0.0.1") == Identity("oe", 7, "ann")
+    assert host.named_database(environ) == "other"
+    assert host.request_context(environ, "10.0.0.1") == {
+        "remote_addr": "10.0.0.1",
+        "http_host": "erp.example",
+        "scheme": "https",
+        "is_secure": True,
+        "root_path": "",
+    }
 
 
 # -- long-polling routes authenticated by a plain WSGI host -----------------
