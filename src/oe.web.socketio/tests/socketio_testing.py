@@ -269,13 +269,17 @@ class RawWebSocket:
         session id kept in :attr:`sid`).
     """
 
+    #: Opens the TCP connection (a gevent socket's, for a server in the
+    #: test's own process).
+    create_connection = staticmethod(socket.create_connection)
+
     def __init__(self, url: str, sid: str | None = None) -> None:
         host, port = url.removeprefix("http://").split(":")
         target = "/socket.io/?EIO=4&transport=websocket"
         if sid is not None:
             target += f"&sid={sid}"
         self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        self.sock = self.create_connection((host, int(port)), timeout=TIMEOUT)
         self.target = target
         self.received: list[Any] = []
         self.send(wsproto.events.Request(host=host, target=target))

@@ -20,7 +20,18 @@ A WebSocket request is served by
 :class:`~oe_web_socketio.websocket.WebSocketTransport` on the accepted
 socket itself; it marks the request :data:`~.websocket.TAKEN_OVER` once
 it has written its ``101``, after which :class:`Handler` writes nothing
-more on the connection and closes it when the request returns.
+more on the connection. An idle WebSocket is read by a watcher of the
+event loop rather than by its request's greenlet (memory per idle
+connection, README "Benchmarks"): the transport *adopts* the connection
+(:data:`~.websocket.ADOPT`, :meth:`Server.adopt`) and the request
+returns without closing it; the transport hands it back when it ends,
+and only then is it closed and its access log line written.
+
+Invariants: :attr:`Server.open_connections` counts every accepted
+connection until it is closed, whether a greenlet of the pool handles it
+or a WebSocket transport adopted it; :attr:`Server.max_connections`
+bounds that count. :meth:`Server.stop` waits for both kinds, and cuts
+the adopted WebSockets still open at its timeout.
 
 Each connection's handler greenlet knows its client's address
 (:data:`oe_web_socketio.logs.CLIENT`), which the log rate limit of
@@ -33,6 +44,7 @@ own sockets are used explicitly.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import json
 import logging
@@ -41,6 +53,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import gevent.event
 import gevent.pool
 import gevent.socket
 from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
@@ -48,7 +61,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
 from oe_web_socketio import logs
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import ListenError
-from oe_web_socketio.websocket import REFUSED, TAKEN_OVER
+from oe_web_socketio.websocket import ADOPT, REFUSED, TAKEN_OVER
 
 logger = logging.getLogger(__name__)
 
@@ -168,21 +181,48 @@ class Handler(WSGIHandler):
         logs.CLIENT.set(peer[0] if isinstance(peer, tuple) else None)
         super().handle()
 
+    #: Whether a WebSocket transport adopted the connection (see
+    #: :meth:`adopt`): the request ends without closing it.
+    adopted = False
+    #: gevent's: the connection; ``None`` once adopted.
+    socket: Any
+
     def run_application(self) -> None:
         websocket = is_websocket_request(self.environ)
         if websocket:
             # Parsed into the environ already, and a WebSocket's request
-            # lasts as long as the connection (memory per idle connection).
+            # may last as long as the connection (memory per idle
+            # connection).
             self.headers = None
-        super().run_application()
+            self.environ[ADOPT] = self.adopt
+        try:
+            super().run_application()
+        finally:
+            # Not kept beyond the request (the environ is, by the session).
+            self.environ.pop(ADOPT, None)
         if self.status is None or websocket:
             self.close_connection = True
+
+    def adopt(self, transport: Any) -> Callable[[], None]:
+        """Give the connection to WebSocket *transport* for the rest of
+        its life (:data:`~.websocket.ADOPT`): the request returns without
+        closing it, its access log line waits for the end. Return what
+        the transport calls once it is done with the socket: the server
+        closes it then."""
+        sock, self.socket = self.socket, None  # gevent's handle() leaves it
+        self.adopted = True
+        client = self.client_address
+        if isinstance(client, tuple):
+            client = client[0]
+        server: Server = self.server
+        request = (client, self.requestline, self.time_start)
+        return server.adopt(sock, transport, request)
 
     def log_request(self) -> None:
         # gevent formats the line (a clock read, a datetime, a string)
         # before its logging adapter hands it to a logger that may drop it.
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
+        if self.adopted or not access_logger.isEnabledFor(logging.INFO):
+            return  # an adopted WebSocket's line is written at its end
         # No environ for a request gevent could not parse (its 400).
         environ = self.environ or {}
         if (isinstance(self.code, int) and self.code >= 400) or environ.get(REFUSED):
@@ -310,12 +350,68 @@ class Server(WSGIServer):
         super().__init__(
             address,
             application,
-            spawn=gevent.pool.Pool(self.max_connections),
+            # Unbounded: max_connections bounds open_connections instead,
+            # which counts the adopted WebSockets too.
+            spawn=gevent.pool.Pool(),
             log=access_logger,
             error_log=logger,
             # Spares gevent a reverse DNS lookup (getfqdn) at start.
             environ={"SERVER_NAME": address[0]},
         )
+        #: Accepted connections not closed yet (see the module).
+        self.open_connections = 0
+        #: The WebSocket transports that adopted their connection, by
+        #: socket, with what their access log line says.
+        self.adopted: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+        self._none_adopted = gevent.event.Event()
+        self._none_adopted.set()
+        # gevent's set_spawn() put the pool's full() here.
+        self.full = self._full
+
+    def _full(self) -> bool:
+        """Whether :attr:`max_connections` connections are open: gevent
+        stops accepting then, until :meth:`_closed` starts it again."""
+        limit = self.max_connections
+        return limit is not None and self.open_connections >= limit
+
+    def _closed(self) -> None:
+        """One connection fewer: accept again if the limit stopped it."""
+        self.open_connections -= 1
+        if self.max_connections is not None and not self._full():
+            self._start_accepting_if_started()
+
+    def adopt(
+        self, sock: gevent.socket.socket, transport: Any, request: tuple[Any, ...]
+    ) -> Callable[[], None]:
+        """Count *sock* open while WebSocket *transport* reads it from the
+        event loop, after its request returned (see :meth:`Handler.adopt`);
+        *request* is what its access log line says (the client, the
+        request line, when it began). Return what the transport calls at
+        its end: the socket is closed and the line written."""
+        self.adopted[sock] = (transport, request)
+        self._none_adopted.clear()
+        return lambda: self._release(sock)
+
+    def _release(self, sock: gevent.socket.socket) -> None:
+        entry = self.adopted.pop(sock, None)
+        if entry is None:
+            return
+        self.do_close(sock)
+        self._closed()
+        if not self.adopted:
+            self._none_adopted.set()
+        transport, (client, requestline, started) = entry
+        if access_logger.isEnabledFor(logging.INFO):
+            now = datetime.datetime.now().replace(microsecond=0)
+            # gevent's format (WSGIHandler.format_request).
+            elapsed = time.time() - started
+            request = requestline or ""
+            line = f'{client or "-"} - - [{now}] "{request}" 101 - {elapsed:.6f}'
+            if transport.request_environ.get(REFUSED):
+                with logs.client_fault():
+                    access_logger.info(line)
+            else:
+                access_logger.info(line)
 
     @classmethod
     def get_listener(
@@ -365,19 +461,30 @@ class Server(WSGIServer):
         if timeout is None:
             timeout = self.stop_timeout
         self.close()
-        if not self.pool.join(timeout=timeout):
-            logger.warning(
-                "Killing %d connection(s) still open after %g s",
-                len(self.pool),
-                timeout,
-            )
-            self.pool.kill(block=True, timeout=1)
+        deadline = time.monotonic() + timeout
+        joined = self.pool.join(timeout=timeout)
+        adopted = self._none_adopted.wait(max(0.0, deadline - time.monotonic()))
+        if joined and adopted:
+            return
+        logger.warning(
+            "Killing %d connection(s) still open after %g s",
+            len(self.pool) + len(self.adopted),
+            timeout,
+        )
+        for transport, _request in list(self.adopted.values()):
+            transport.abort()  # its reading greenlet ends it, then _release
+        self.pool.kill(block=True, timeout=1)
+        if not self._none_adopted.wait(1):
+            for sock in list(self.adopted):
+                self.adopted[sock][0].forget()
+                self._release(sock)
 
     def do_handle(self, sock: gevent.socket.socket, address: Any) -> None:
         """gevent's: handle the accepted connection in a greenlet of the
         pool, then close it; without gevent's ``handle(*args)`` in between,
         a C recursion whose C stack every WebSocket's greenlet kept in the
         heap as long as the connection lived (0.8 KiB)."""
+        self.open_connections += 1
         try:
             if self._spawn is None:
                 self._handle_and_close(sock, address)
@@ -385,13 +492,17 @@ class Server(WSGIServer):
                 self._spawn(self._handle_and_close, sock, address)
         except BaseException:
             self.do_close(sock, address)
+            self._closed()
             raise
 
     def _handle_and_close(self, sock: gevent.socket.socket, address: Any) -> None:
         try:
             self._handle(sock, address)
         finally:
-            self.do_close(sock, address)
+            # An adopted WebSocket is closed at its end (_release).
+            if sock not in self.adopted:
+                self.do_close(sock, address)
+                self._closed()
 
     def handle(self, sock: gevent.socket.socket, address: Any) -> None:
         """Handle one accepted connection, with Nagle's algorithm off and

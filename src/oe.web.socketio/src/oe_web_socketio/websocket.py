@@ -11,13 +11,21 @@ and per-recipient encoding of what a broadcast sends to all.
 :class:`~oe_web_socketio.sockets.EngineIOServer` (see
 :func:`use_websocket_transport`):
 
-* **One descriptor, one greenlet.** The handshake is answered on the
-  socket gevent accepted; the request's own greenlet reads it: wsproto's
-  sans-IO :class:`~wsproto.frame_protocol.FrameProtocol` parses what it
-  reads (framing, fragmentation, masking, control frames, UTF-8, the
+* **One descriptor, no greenlet while idle.** The handshake is answered
+  on the socket gevent accepted; the request's own greenlet reads what
+  the client sent at once: wsproto's sans-IO
+  :class:`~wsproto.frame_protocol.FrameProtocol` parses what it reads
+  (framing, fragmentation, masking, control frames, UTF-8, the
   ``permessage-deflate`` extension), and a message is handed to the
   session as python-engineio's loop did, once checked
-  (:func:`~oe_web_socketio.protocol.decode_engineio_packet`).
+  (:func:`~oe_web_socketio.protocol.decode_engineio_packet`). Once the
+  socket has nothing more, the transport adopts the connection from the
+  server (:data:`ADOPT`), the request returns, and a watcher of the event
+  loop waits for the client's next bytes: a greenlet is spawned to read
+  them, and ends when the socket is idle again. A waiting greenlet
+  would keep its stacks and frames, about half of what an idle
+  connection held (README "Benchmarks"). A message begun and not
+  finished (a half frame) is waited for in that greenlet.
 * **No writer greenlet.** The session's queue
   (:class:`~oe_web_socketio.limits.PacketQueue`) hands each packet to
   :meth:`WebSocketTransport.put` in the sending greenlet, which appends
@@ -55,17 +63,23 @@ Invariants:
   read it); :func:`abort_transport` shuts it down at once. Either ends the
   request greenlet's read (which has no timeout once the WebSocket is
   attached; before, during an upgrade, ``ping_interval + ping_timeout``),
-  which ends the session if it is not over and returns; the server's
-  handler then closes the socket. A close frame from the client is
-  answered with its code, and the connection shut down. A frame that
-  breaks RFC 6455 closes with the code wsproto names (1002, 1007, ...), a
-  message over ``max_http_buffer_size`` with 1009, a packet no client
-  sends with the code of
+  or wakes the watcher of an idle one, whose greenlet reads the end: the
+  session ends if it is not over, and the server closes the socket (when
+  the request returns, or, for an adopted connection, when the transport
+  calls what :meth:`~.server.Server.adopt` returned). A close frame from
+  the client is answered with its code, and the connection shut down. A
+  frame that breaks RFC 6455 closes with the code wsproto names (1002,
+  1007, ...), a message over ``max_http_buffer_size`` with 1009, a packet
+  no client sends with the code of
   :class:`~oe_web_socketio.exceptions.EngineIOPacketError`: one log line
   each, and the request is marked :data:`REFUSED`.
-* The watchers of a transport are stopped before the request returns, and
-  a transport whose request returned writes nothing more: the descriptor
-  is never touched after the server's handler closed it.
+* The watchers of a transport are stopped before it ends (its request
+  returns, or it hands an adopted connection back), and a transport that
+  ended writes nothing more: the descriptor is never touched after the
+  server closed it. While the socket's read watcher waits for an idle
+  client, nothing else waits on it (no greenlet reads), and the socket is
+  shut down with the system's call, not gevent's, which would hand the
+  watcher's callback an exception meant for a greenlet.
 """
 
 from __future__ import annotations
@@ -110,6 +124,13 @@ CLOSE_TOO_BIG = 1009
 #: The ``environ`` key :class:`WebSocketTransport` sets once it has taken
 #: the request's connection over (answered ``101`` itself).
 TAKEN_OVER = "oe_web_socketio.websocket"
+
+#: The ``environ`` key of the server's offer to let the transport keep the
+#: connection after the request returns: a callable taking the transport,
+#: returning what the transport calls once done with the socket (see
+#: :meth:`.server.Handler.adopt`). Without it, the request's greenlet
+#: reads the WebSocket until its end.
+ADOPT = "oe_web_socketio.adopt"
 
 #: The ``environ`` key :class:`WebSocketTransport` sets when it ends the
 #: session for what its client sent: the access log line of the request
@@ -451,6 +472,13 @@ class WebSocketTransport:
         self._writer: Any = None
         self._deadline: Any = None
         self._flusher = _Flusher.of(gevent.get_hub())
+        #: The client's address, for the log lines of greenlets spawned
+        #: to read (:data:`.logs.CLIENT`).
+        self.client: str | None = None
+        #: The server's offer (:data:`ADOPT`), until taken; then what to
+        #: call once done with the socket.
+        self._adopt: Callable[[WebSocketTransport], Callable[[], None]] | None = None
+        self._release: Callable[[], None] | None = None
 
     # --- the request
 
@@ -458,6 +486,7 @@ class WebSocketTransport:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         self.request_environ = environ
+        self.client = logs.CLIENT.get()
         error = _handshake_error(environ)
         sock = _accepted_socket(environ)
         if error is not None or sock is None or self.session is None:
@@ -485,29 +514,36 @@ class WebSocketTransport:
                 headers.append(b"Sec-WebSocket-Extensions: " + header.encode())
         self.proto = FrameProtocol(client=False, extensions=extensions)
         environ[TAKEN_OVER] = True
+        self._adopt = environ.get(ADOPT)
+        idle = False
         try:
             # The socket is fresh: the kernel takes these few bytes.
             sock.sendall(b"\r\n".join(headers) + b"\r\n\r\n")
             self.proto.receive_bytes(release_request_buffer(environ, sock))
             sock.settimeout(self.server.ping_interval + self.server.ping_timeout)
-            self._serve()
+            if self._serve():
+                self._park()
+                idle = True
         except OSError as exc:
             logger.debug("WebSocket connection lost: %s", exc)
         except Exception as exc:  # a bug, yet no HTTP after the 101
             logger.error("WebSocket handler failed", exc_info=exc)
             close_session(self.session, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            self._end()
+            self._adopt = None  # the Handler's, not kept
+            if not idle:
+                self._end()
         return []
 
-    def _serve(self) -> None:
-        """The upgrade's probe if any, then read until the end."""
+    def _serve(self) -> bool:
+        """The upgrade's probe if any, then read while the client sends;
+        whether the socket is idle (see :meth:`_read`)."""
         session = self.session
         if session.connected:
             session.upgrading = True
             try:
                 if not self._upgrade():
-                    return
+                    return False
             finally:
                 session.upgrading = False
             session.upgraded = True
@@ -515,14 +551,24 @@ class WebSocketTransport:
             session.connected = True
             session.upgraded = True
         self.attach()
+        return self._read()
+
+    def _read(self) -> bool:
+        """Read and hand on the client's messages; ``False`` once the
+        connection or the session has ended, ``True`` when the socket has
+        nothing more and the connection can be adopted (:meth:`_park`)."""
+        session = self.session
         on_message = self.server.handlers.get("message")
         sid = session.sid
+        parkable = self._adopt is not None or self._release is not None
         while True:
             if session.closed or session.closing:
-                return
+                return False
+            if parkable and self._idle():
+                return True
             message = self._read_message()
             if message is None or session.closed or session.closing:
-                return
+                return False
             if on_message is not None and _is_message(message):
                 # What python-engineio's Socket.receive does with a MESSAGE
                 # packet, without building the packet, decoding it again
@@ -537,13 +583,89 @@ class WebSocketTransport:
                 pkt = decode_engineio_packet(message, CLIENT_PACKET_TYPES)
             except EngineIOPacketError as exc:
                 self._refuse(exc)
-                return
+                return False
             try:
                 session.receive(pkt)
             except eio_exceptions.UnknownPacketError:
                 pass
             except eio_exceptions.SocketIsClosedError:
-                return
+                return False
+
+    def _idle(self) -> bool:
+        """Whether nothing the client sent waits: neither in wsproto (a
+        message begun waits in the reading greenlet) nor in the kernel
+        (the end of the stream, an error, are for the read to see)."""
+        assert self.proto is not None
+        if not _wsproto_idle(self.proto):
+            return False
+        try:
+            self._raw.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            pass
+        return False
+
+    def _park(self) -> None:
+        """Let the request (or the reading greenlet) return: the server's
+        connection is adopted, if not yet, and the socket's read watcher
+        wakes :meth:`_wake` when the client sends or closes."""
+        if self._release is None:
+            adopt, self._adopt = self._adopt, None
+            assert adopt is not None
+            self._release = adopt(self)
+        self.sock._read_event.start(self._wake)
+
+    def _wake(self) -> None:
+        """In the event loop: the socket is readable; read it in a
+        greenlet (nothing may block here)."""
+        self.sock._read_event.stop()
+        gevent.spawn(self._resume)
+
+    def _resume(self) -> None:
+        """Read what woke the watcher, and on until the socket is idle
+        again (parked anew) or the connection ends (then handed back to
+        the server, which closes it)."""
+        logs.CLIENT.set(self.client)
+        idle = False
+        try:
+            if self._read():
+                self._park()
+                idle = True
+        except OSError as exc:
+            logger.debug("WebSocket connection lost: %s", exc)
+        except Exception as exc:  # a bug
+            logger.error("WebSocket handler failed", exc_info=exc)
+            close_session(self.session, CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            if not idle:
+                try:
+                    self._end()
+                    self._forget_session()
+                finally:
+                    release, self._release = self._release, None
+                    if release is not None:
+                        release()
+
+    def _forget_session(self) -> None:
+        """Take the closed session out of the server's sessions, as
+        python-engineio does when the request of a WebSocket returns (this
+        one returned long ago): ``max_connections`` counts them."""
+        session = self.session
+        sessions = self.server.sockets
+        if session.closed and sessions.get(session.sid) is session:
+            del sessions[session.sid]
+
+    def forget(self) -> None:
+        """The server closes the adopted socket itself (its stop's last
+        resort): watch it no more, write nothing more."""
+        if self.sock is not None:
+            self.sock._read_event.stop()
+        self.finished = True
+        for watcher in (self._writer, self._deadline):
+            if watcher is not None:
+                watcher.close()
+        self._writer = self._deadline = None
 
     def _upgrade(self) -> bool:
         """The probe of an upgrade from polling: ``2probe`` answered
@@ -844,9 +966,13 @@ class WebSocketTransport:
             return
         if self._writer is not None:
             self._writer.stop()
-        # The read ends, then the request. OSError: already closed.
+        # The read ends (the greenlet reading sees the end of the stream,
+        # or the watcher of an idle socket wakes), then the request.
+        # gevent's shutdown() would hand an exception to the callback of
+        # the socket's read watcher, which is not a greenlet's while the
+        # socket is idle. OSError: already closed.
         with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self._raw.shutdown(socket.SHUT_RDWR)
 
 
 def _accepted_socket(environ: dict[str, Any]) -> Any:
