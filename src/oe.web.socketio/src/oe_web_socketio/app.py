@@ -219,7 +219,7 @@ class Application:
         # Raises RouteError, DuplicateRouteError, ConfigError.
         from oe_web_socketio.longpolling import serve_longpolling
 
-        self.longpolling = serve_longpolling(self.router, config, host, self.bridge)
+        self.longpolling = serve_longpolling(self.router, config, host, self.broker)
         self.fallback = fallback
         # Its bound __call__: called as a method, not as an instance, it runs
         # without a C recursion, which a WebSocket's greenlet would keep in

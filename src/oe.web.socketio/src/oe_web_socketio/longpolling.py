@@ -114,6 +114,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import greenlet
 from werkzeug.routing import Map, Rule
 
+from oe_web_socketio import pubsub
 from oe_web_socketio.auth import Identity, client_address
 from oe_web_socketio.exceptions import (
     AuthenticationError,
@@ -128,8 +129,8 @@ from oe_web_socketio.hosts import Host, SessionHost
 from oe_web_socketio.routing import Request, Response, Route, Router
 
 if TYPE_CHECKING:
-    from oe_web_socketio.bridge import Bridge
     from oe_web_socketio.config import Config
+    from oe_web_socketio.pubsub import Broker
 
 logger = logging.getLogger(__name__)
 
@@ -361,10 +362,10 @@ class LongPollingRequest:
         timeout: float,
         orm: ORM | None,
         started: float | None = None,
-        bridge: Bridge | None = None,
+        broker: Broker = pubsub.LOCAL,
         host: Host | None = None,
     ) -> None:
-        self.bridge = bridge
+        self.broker = broker
         self._host = host
         self.http = http
         self.database = database
@@ -549,13 +550,9 @@ class LongPollingRequest:
         :raises DatabaseUnavailable: the server has no database bridge,
             or it is not connected (``503``).
         """
-        if self.bridge is None:
-            raise DatabaseUnavailable(
-                self.database, "this server has no database bridge"
-            )
-        bridge, database = self.bridge, self.database
+        broker, database = self.broker, self.database
         messages = self.wait(
-            lambda seconds: bridge.wait_messages(database, channel, since, seconds),
+            lambda seconds: broker.wait_messages(database, channel, since, seconds),
             timeout,
         )
         return [
@@ -577,7 +574,8 @@ class Settings:
     :ivar trusted_proxies: whose ``X-Forwarded-For`` is believed.
     :ivar max_body: the largest request body accepted, in bytes.
     :ivar orm: the host's models; ``None`` when it has none.
-    :ivar bridge: the database bridge; ``None`` when the server has none.
+    :ivar broker: what delivers the database's messages
+        (:mod:`oe_web_socketio.pubsub`).
     :ivar host: the host application, which authenticates the requests
         (:meth:`~oe_web_socketio.hosts.Host.authenticate_request`); by
         default a :class:`~oe_web_socketio.hosts.SessionHost` without
@@ -590,7 +588,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     max_body: int = 1_000_000
     orm: ORM | None = None
-    bridge: Bridge | None = None
+    broker: Broker = pubsub.LOCAL
     host: Host = dataclasses.field(default_factory=SessionHost)
 
 
@@ -654,7 +652,7 @@ class Endpoint:
             timeout=self.settings.timeout,
             orm=self.settings.orm,
             started=started,
-            bridge=self.settings.bridge,
+            broker=self.settings.broker,
             host=self.settings.host,
         )
         token = _current.set(request)
@@ -964,7 +962,7 @@ def serve_longpolling(
     router: Router,
     config: Config,
     host: Host | None,
-    bridge: Bridge | None = None,
+    broker: Broker = pubsub.LOCAL,
 ) -> list[Endpoint]:
     """Serve on *router* the long-polling routes *config* asks for: those of
     the entry point group (unless ``load_entry_points`` is off) and of
@@ -991,7 +989,7 @@ def serve_longpolling(
         trusted_proxies=config.trusted_proxies,
         max_body=config.max_http_buffer_size,
         orm=host.orm() if specs else None,
-        bridge=bridge,
+        broker=broker,
         host=host,
     )
     served = endpoints(specs, settings)
