@@ -16,6 +16,7 @@ import gevent.socket
 import pytest
 import wsproto
 import wsproto.events
+from engineio import packet as eio_packet
 from oe_web_socketio.app import Application
 from oe_web_socketio.config import Config
 from oe_web_socketio.server import Server
@@ -120,6 +121,26 @@ def test_an_idle_websocket_holds_no_greenlet_and_reads_what_comes(serve, caplog)
     wait_for(idle(server, 0))
     [line] = access_lines(caplog)
     assert line.startswith("127.0.0.1 - - [")
+
+
+def test_an_attached_websocket_keeps_no_queue_storage(serve):
+    """Its packets go to the transport (PacketQueue.sink): the session's
+    queue frees its deques (2.3 KiB), and allocates them again if used."""
+    server, application = serve()
+    client = Client(server)
+    unknown_namespace(client, "/a")
+    [session] = application.sio.eio.sockets.values()
+    queue = session.queue
+    assert queue.sink is not None and queue._items is None
+    assert queue.qsize() == 0 and queue.join(0)
+    transport, queue.sink = queue.sink, None  # as before the WebSocket
+    queue.put(eio_packet.Packet(eio_packet.NOOP))
+    assert queue._items is not None
+    assert queue.get_nowait().packet_type == eio_packet.NOOP
+    queue.task_done()
+    queue.release()
+    assert queue._items is None
+    queue.sink = transport
 
 
 def test_a_client_that_closes_while_idle_ends_its_session(serve):

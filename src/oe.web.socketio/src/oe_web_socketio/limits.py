@@ -104,8 +104,13 @@ def packet_size(item: Any) -> int:
     return len(str(data))  # a dict or list, JSON-encoded by Engine.IO
 
 
-class PacketQueue(gevent.queue.JoinableQueue):
-    """The packet queue of one Engine.IO session, bounded in bytes.
+class PacketQueue:
+    """The packet queue of one Engine.IO session, bounded in bytes: a
+    :class:`gevent.queue.JoinableQueue` (what python-engineio uses: ``put``,
+    ``get``, ``get_nowait``, ``task_done``, ``join``), whose storage is
+    allocated when first used and freed once a WebSocket takes the
+    session's packets (:meth:`release`): its three deques were 2.3 KiB of
+    every idle WebSocket (README "Benchmarks").
 
     :param limit: most bytes of messages held (see the module's invariants).
 
@@ -116,8 +121,17 @@ class PacketQueue(gevent.queue.JoinableQueue):
         the answer to that request).
     """
 
+    __slots__ = (
+        "_items",
+        "created",
+        "limit",
+        "queued_bytes",
+        "sink",
+        "used",
+        "waiting",
+    )
+
     def __init__(self, limit: int) -> None:
-        super().__init__()
         self.limit = limit
         self.queued_bytes = 0
         self.created = time.monotonic()
@@ -127,15 +141,50 @@ class PacketQueue(gevent.queue.JoinableQueue):
         #: (:meth:`.WebSocketTransport.attach`), or ``None``: items wait
         #: here for a poll.
         self.sink: Any = None
+        #: The items, once a first one was queued or waited for.
+        self._items: gevent.queue.JoinableQueue | None = None
+
+    def _queue(self) -> gevent.queue.JoinableQueue:
+        items = self._items
+        if items is None:
+            items = self._items = gevent.queue.JoinableQueue()
+        return items
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Take the next item; :attr:`waiting` counts the greenlets in
-        here (a poll of the client waiting for news)."""
+        here (a poll of the client waiting for news).
+
+        :raises gevent.queue.Empty: nothing came (in *timeout* seconds).
+        """
         self.waiting += 1
         try:
-            return super().get(block, timeout)
+            item = self._queue().get(block, timeout)
         finally:
             self.waiting -= 1
+        self.queued_bytes -= packet_size(item)
+        return item
+
+    def get_nowait(self) -> Any:
+        """Take the next item without waiting.
+
+        :raises gevent.queue.Empty: there is none.
+        """
+        return self.get(False)
+
+    def task_done(self) -> None:
+        """An item taken is dealt with (see :meth:`join`)."""
+        if self._items is None:
+            raise ValueError("task_done() called too many times")
+        self._items.task_done()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every item put is dealt with; whether it is."""
+        items = self._items
+        return True if items is None else bool(items.join(timeout))
+
+    def qsize(self) -> int:
+        """The items held now."""
+        return 0 if self._items is None else self._items.qsize()
 
     def put(
         self,
@@ -167,14 +216,18 @@ class PacketQueue(gevent.queue.JoinableQueue):
             and self.queued_bytes + size > self.limit
         ):
             raise QueueFull(self.queued_bytes, size, self.limit)
-        super().put(item, block, timeout)
+        self._queue().put(item, block, timeout)
         self.queued_bytes += size
 
-    def _get(self) -> Any:
-        # Every get (blocking or not) comes through here (gevent 26).
-        item = super()._get()
-        self.queued_bytes -= packet_size(item)
-        return item
+    def release(self) -> None:
+        """Free the storage if nothing is held, waited for or unfinished
+        (a WebSocket took the queue over: see :attr:`sink`); it is
+        allocated again if used."""
+        items = self._items
+        if items is not None and not (
+            items.qsize() or items.unfinished_tasks or self.waiting
+        ):
+            self._items = None
 
     def discard(self) -> int:
         """Drop every item queued; return the bytes freed."""

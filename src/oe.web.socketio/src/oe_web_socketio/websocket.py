@@ -809,6 +809,10 @@ class WebSocketTransport:
             queue.task_done()
             self.put(item, force=True)
         queue.sink = self
+        # Its storage is unused from now on (PacketQueue.release).
+        release = getattr(queue, "release", None)
+        if release is not None:
+            release()
         self.attached = True
         # From now on the session's end ends the read (close(), abort()):
         # no timer per read (about 0.8 KiB per idle connection).
