@@ -48,6 +48,7 @@ from oe_web_socketio.exceptions import (
     EventError,
     HostError,
 )
+from oe_web_socketio.hosts import Host, SessionHost
 from oe_web_socketio.namespace import Namespace, Request, shorten
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
@@ -65,7 +66,6 @@ from oe_web_socketio.protocol import (
 )
 
 if TYPE_CHECKING:
-    from oe_web_socketio.hosts import Host
     from oe_web_socketio.pubsub import Broker
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ UNAVAILABLE_MESSAGE = "service unavailable, try again later"
 class DispatchSettings:
     """What a :class:`Dispatcher` needs of the configuration.
 
-    :param authenticator: validates sessions, unless a namespace class has
-        its own; ``None``: clients presenting a session are refused.
+    :param authenticator: without *host*, the validator of the sessions
+        clients present (a :class:`~oe_web_socketio.hosts.SessionHost` with
+        it is the host); ``None``: sessions are refused.
     :param trusted_proxies: see :attr:`oe_web_socketio.config.Config.trusted_proxies`.
     :param max_event_size: largest event accepted, in bytes of its packet.
     :param message_log_format: ``%``-format of the line logged per event
@@ -92,8 +93,10 @@ class DispatchSettings:
         socket (:mod:`oe_web_socketio.pubsub`); ``None``: nothing does.
     :param host: the host application, which authenticates clients unless
         a namespace class has its own authenticator (see
-        :meth:`~oe_web_socketio.namespace.Namespace.identify`); ``None``:
-        *authenticator* alone.
+        :meth:`~oe_web_socketio.namespace.Namespace.identify`).
+
+    :ivar host: the one that authenticates clients: *host*, or a session
+        host of *authenticator*.
     """
 
     def __init__(
@@ -107,8 +110,7 @@ class DispatchSettings:
         host: Host | None = None,
     ) -> None:
         self.broker = broker
-        self.host = host
-        self.authenticator = authenticator
+        self.host: Host = host if host is not None else SessionHost(authenticator)
         self.trusted_proxies = trusted_proxies
         self.max_event_size = max_event_size
         self.message_log_format = message_log_format
@@ -153,6 +155,13 @@ class Dispatcher(socketio.Namespace):
         super().__init__(path)
         self.namespace_class = namespace_class
         self.settings = settings
+        #: Who authenticates the clients of this path: the server's host,
+        #: or sessions checked by the class's own authenticator.
+        self.host: Host = (
+            settings.host
+            if namespace_class.authenticator is None
+            else SessionHost(namespace_class.authenticator)
+        )
         self.sockets: dict[str, Namespace] = {}
         #: Handler, signature and arity of each event name, found once.
         self._handlers: dict[str, _Handler] = {}
@@ -189,9 +198,8 @@ class Dispatcher(socketio.Namespace):
                 self.namespace,
                 sid,
                 request,
-                authenticator=self.settings.authenticator,
                 broker=self.settings.broker,
-                host=self.settings.host,
+                host=self.host,
             )
         except Exception:
             logger.exception(

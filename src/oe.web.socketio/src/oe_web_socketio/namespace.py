@@ -77,6 +77,7 @@ from oe_web_socketio.exceptions import (
     EventError,
     HostError,
 )
+from oe_web_socketio.hosts import NO_AUTHENTICATOR, Host, SessionHost
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
     BAD_REQUEST,
@@ -90,7 +91,6 @@ from oe_web_socketio.protocol import (
 if TYPE_CHECKING:
     import socketio
 
-    from oe_web_socketio.hosts import Host
     from oe_web_socketio.pubsub import Broker
 
 logger = logging.getLogger(__name__)
@@ -180,8 +180,9 @@ class Namespace:
     #: authenticates with the ``session_id`` event.
     allow_anonymous: ClassVar[bool] = True
 
-    #: Validates sessions for this namespace instead of the server's
-    #: authenticator, when set.
+    #: Validates the sessions of this namespace's clients instead of the
+    #: server's host, when set (through a
+    #: :class:`~oe_web_socketio.hosts.SessionHost` of its own).
     authenticator: ClassVar[auth.Authenticator | None] = None
 
     #: Most channels a client may subscribe this socket to.
@@ -218,8 +219,15 @@ class Namespace:
         self.context: dict[str, Any] = {}
         self.identity: auth.Identity | None = None
         self.connected = True
-        self._authenticator = self.authenticator or authenticator
-        self._host = host
+        #: Who authenticates the clients: *host* (the dispatcher gives the
+        #: server's, or for a class with its own :attr:`authenticator` a
+        #: session host of its own), else sessions checked by the class's
+        #: authenticator or *authenticator* (none: sessions are refused).
+        self._host: Host = (
+            host
+            if host is not None
+            else SessionHost(self.authenticator or authenticator)
+        )
         self._evidence: tuple[Mapping[str, Any], Any] | None = None
         self._channels: frozenset[str] = NO_NAMES
         #: Greenlets owned by the socket: spawned, and handlers running
@@ -310,14 +318,15 @@ class Namespace:
             self.attach()
 
     def check_credentials(self, credentials: auth.Credentials) -> auth.Identity:
-        """Validate *credentials* with this namespace's authenticator.
+        """Validate the session *credentials* as this namespace's host does
+        (see :meth:`~oe_web_socketio.hosts.SessionHost.check`).
 
-        :raises AuthenticationError: they are not valid, or no
-            authenticator is configured.
+        :raises AuthenticationError: they are not valid, or the host does
+            not check sessions.
         """
-        if self._authenticator is None:
-            raise AuthenticationError("this server cannot check sessions")
-        return self._authenticator.authenticate(credentials, self.request.address)
+        if not isinstance(self._host, SessionHost):
+            raise AuthenticationError(NO_AUTHENTICATOR)
+        return self._host.check(credentials, self.request.address)
 
     def identify(
         self, environ: Mapping[str, Any], auth_payload: Any
@@ -326,23 +335,15 @@ class Namespace:
         *auth_payload* (the Socket.IO ``auth`` payload), or ``None`` if
         none are presented; does not authenticate the socket.
 
-        A namespace class with its own :attr:`authenticator` validates
-        Tryton sessions with it; otherwise the server's host application
-        decides (:meth:`oe_web_socketio.hosts.Host.authenticate`), or
-        without one the server's authenticator.
+        The socket's host decides
+        (:meth:`oe_web_socketio.hosts.Host.authenticate`): the server's,
+        or sessions checked by the class's own :attr:`authenticator`.
 
         :raises AuthenticationError: the credentials are refused.
+        :raises DatabaseUnavailable: they cannot be checked now.
         :raises HostError: the host application failed.
         """
-        if self.authenticator is None and self._host is not None:
-            identity = self._host.authenticate(
-                environ, auth_payload, self.request.address
-            )
-        else:
-            credentials = auth.credentials_from_request(environ, auth_payload)
-            identity = (
-                None if credentials is None else self.check_credentials(credentials)
-            )
+        identity = self._host.authenticate(environ, auth_payload, self.request.address)
         if identity is not None:
             # What proved it, to prove it again (see :meth:`recheck`); the
             # environ is python-socketio's, kept for the session anyway.
