@@ -575,7 +575,9 @@ def test_bad_bodies_harm_no_other_poll(server):
         ("null", ("*",), 403),
         # Not URLs (urlsplit raises on the first): refused, not a 500.
         ("http://[::1", (), 403),
-        ("\xff\x00", (), 403),
+        # (A NUL or another control character never gets here: the HTTP
+        # parser refuses it, test_http_abuse.py.)
+        ("\xff\xfe", (), 403),
     ],
 )
 def test_origin_is_checked_as_trytond_does(serve, origin, allowed, status):

@@ -109,7 +109,33 @@ def post(headers: bytes, body: bytes) -> bytes:
         ),
         (
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n{}",
-            "invalid literal for int()",
+            "Invalid Content-Length",
+        ),
+        # What gevent's parser (email.parser) took and the server's own
+        # refuses (RFC 9112): a folded line, a space before the colon, a
+        # line with no colon (gevent dropped the headers after it), control
+        # characters in a value, the end before the empty line.
+        (HEALTH + b"X-A: a\r\n b\r\n\r\n", "obsolete line folding"),
+        (HEALTH + b"X-A : a\r\n\r\n", "invalid header line: 'X-A : a"),
+        (HEALTH + b"no colon\r\nX-A: a\r\n\r\n", "invalid header line"),
+        (HEALTH + b"X-A: a\x00b\r\n\r\n", "invalid header line: 'X-A: a\\x00b"),
+        (HEALTH + b"X-A: a\rb\r\n\r\n", "invalid header line"),
+        (HEALTH + b"X-A: a\r\n", "the request ends before its headers do"),
+        # Where the body ends, ambiguous (RFC 9112, 6): gevent read a
+        # Content-Length of "+2", took "gzip, chunked" for no coding and
+        # dropped a Content-Length beside "chunked".
+        (post(b"Content-Length: +2\r\n", b"{}"), "Invalid Content-Length: '+2'"),
+        (
+            post(b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"),
+            "unsupported Transfer-Encoding: 'gzip, chunked'",
+        ),
+        (
+            post(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"),
+            "both Transfer-Encoding and Content-Length",
+        ),
+        (
+            b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "Transfer-Encoding in an HTTP/1.0 request",
         ),
     ],
 )

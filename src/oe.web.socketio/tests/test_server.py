@@ -296,6 +296,41 @@ def test_a_large_body_is_not_copied_behind_its_headers():
     assert received.endswith(b"\r\n\r\n" + body)
 
 
+def test_request_headers_reach_the_environ_as_gevent_put_them():
+    """The server's header parser (not gevent's email.parser) fills the
+    environ as gevent did: repeated fields joined (cookies with ``;``),
+    names with ``_`` dropped, surrounding whitespace stripped, bytes as
+    Latin-1, bare LF line ends taken."""
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(
+            {k: v for k, v in environ.items() if k.startswith(("HTTP_", "CONTENT_"))}
+        )
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    _, received = served_sendalls(
+        app,
+        b"POST / HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nx-a:2 \r\n"
+        b"Cookie: a=1\r\nCookie: b=2\r\nX_Forwarded_For: 6.6.6.6\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n"
+        b"X-Text: \tcaf\xe9 au lait\t\nConnection: close\r\n\r\nok",
+    )
+    assert received.startswith(b"HTTP/1.1 200 OK")
+    assert seen == [
+        {
+            "HTTP_HOST": "t",
+            "HTTP_X_A": "1,2",
+            "HTTP_COOKIE": "a=1; b=2",
+            "CONTENT_TYPE": "text/plain",
+            "CONTENT_LENGTH": "2",
+            "HTTP_X_TEXT": "caf\xe9 au lait",
+            "HTTP_CONNECTION": "close",
+        }
+    ]
+
+
 def test_every_response_has_one_date_header():
     def dated_app(environ, start_response):
         headers = [("Content-Length", "0")]

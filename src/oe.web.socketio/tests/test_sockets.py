@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import urllib.parse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oe_web_socketio.app import socketio_options
 from oe_web_socketio.config import Config
 from oe_web_socketio.dispatcher import DispatchSettings
@@ -16,6 +19,7 @@ from oe_web_socketio.sockets import (
     NamespaceError,
     Server,
     SocketIO,
+    parse_query,
 )
 from sample_namespaces import Chat, Plugin, Rooted, session
 from socketio_testing import Clients, lines, serve_tests_dir
@@ -186,3 +190,11 @@ def test_an_unknown_path_is_refused_with_a_reason(spawn_server, monkeypatch):
         assert other.call("whoami")["uid"] == 2
     finally:
         clients.close()
+
+
+@settings(deadline=None)  # a shared machine
+@given(
+    st.lists(st.text(alphabet="ab=&%+;2F \xe9", max_size=6), max_size=5).map("&".join)
+)
+def test_parse_query_is_parse_qs(query):
+    assert parse_query(query) == urllib.parse.parse_qs(query)
