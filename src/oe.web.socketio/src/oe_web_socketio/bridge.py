@@ -8,7 +8,7 @@ their transaction commits (:mod:`oe_web_socketio.outbox`); when
 notifications come, the bridge reads every row after the last one it
 delivered, in one query for all the notifications that arrived together
 (a page of :attr:`Bridge.page_size` rows), and delivers them in position
-order, in one pass:
+order, in one pass (:class:`~oe_web_socketio.pubsub.deliver.Deliverer`):
 
 * a row with a channel: the event ``message`` with the arguments
   ``(message, channel, position)`` to the sockets of the database
@@ -68,7 +68,6 @@ import functools
 import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -81,9 +80,11 @@ from oe_web_socketio import outbox
 from oe_web_socketio.adapter import Message
 from oe_web_socketio.exceptions import DatabaseUnavailable, Resync
 from oe_web_socketio.listener import Listener
-from oe_web_socketio.protocol import MESSAGE_EVENT
 from oe_web_socketio.pubsub import Address, Replayed
-from oe_web_socketio.rooms import channel_room, database_room
+from oe_web_socketio.pubsub.deliver import Deliverer
+
+# Re-exported: the former home of the room names.
+from oe_web_socketio.rooms import channel_room, database_room  # noqa: F401
 
 if TYPE_CHECKING:
     import socketio
@@ -197,12 +198,8 @@ class Bridge:
         self.databases = tuple(databases)
         self.consumers = dict(consumers or {})
         self.outboxes = {database: Outbox(database) for database in self.databases}
-        #: The sockets with an adapter, by database and channel.
-        self._adapters: dict[tuple[str, str], set[Namespace]] = defaultdict(set)
-        #: Who waits for the next message, by database and channel.
-        self._waiters: dict[tuple[str, str], set[gevent.event.AsyncResult]] = (
-            defaultdict(set)
-        )
+        #: Emits what is delivered to the sockets of this process.
+        self.deliverer = Deliverer(server, dispatchers)
         self._publishers: dict[str, psycopg.Connection] = {}
         self._publish_lock = gevent.lock.BoundedSemaphore()
 
@@ -390,7 +387,7 @@ class Bridge:
             if not rows:
                 return
             # From here to advance(), nothing yields.
-            dispatchers = self.dispatchers()
+            dispatchers = self.deliverer.dispatchers()
             for row in rows:
                 self._deliver(state, row, dispatchers)
                 state.saw(row[5])
@@ -409,42 +406,16 @@ class Bridge:
                 "Skipped message %d of %r: not JSON", position, state.database
             )
             return
-        token = state.token(position)
-        paths = [namespace] if namespace is not None else list(dispatchers)
-        for path in paths:
-            dispatcher = dispatchers.get(path)
-            if dispatcher is None:
-                continue
-            if sid is not None:
-                socket = dispatcher.sockets.get(sid)
-                if socket is not None and socket.database == state.database:
-                    self.server.emit(
-                        MESSAGE_EVENT, (payload, None, token), to=sid, namespace=path
-                    )
-            elif channel is not None:
-                self.server.emit(
-                    MESSAGE_EVENT,
-                    (payload, channel, token),
-                    to=channel_room(state.database, channel),
-                    namespace=path,
-                )
-            else:
-                self.server.emit(
-                    MESSAGE_EVENT,
-                    (payload, None, token),
-                    to=database_room(state.database),
-                    namespace=path,
-                )
-        if channel is not None and sid is None:
-            listeners = self._adapters.get((state.database, channel))
-            waiters = self._waiters.pop((state.database, channel), None)
-            if listeners or waiters:
-                message = Message(state.database, position, token, channel, payload)
-                for socket in list(listeners or ()):
-                    if namespace is None or namespace == socket.path:
-                        socket.adapter_queue.offer(message)
-                for waiter in waiters or ():
-                    waiter.set([message])
+        self.deliverer.deliver(
+            state.database,
+            position,
+            state.token(position),
+            payload,
+            channel=channel,
+            namespace=namespace,
+            sid=sid,
+            dispatchers=dispatchers,
+        )
 
     def _maybe_prune(self, state: Outbox, conn: psycopg.Connection) -> None:
         now = time.monotonic()
@@ -473,15 +444,11 @@ class Bridge:
 
     def attach(self, socket: Namespace) -> None:
         """Deliver the messages of its adapter's channel to *socket*."""
-        if socket.adapter is not None and socket.database is not None:
-            self._adapters[socket.database, socket.adapter.channel].add(socket)
+        self.deliverer.attach(socket)
 
     def detach(self, socket: Namespace) -> None:
         """Stop delivering adapter messages to *socket*."""
-        for key, sockets in list(self._adapters.items()):
-            sockets.discard(socket)
-            if not sockets:
-                del self._adapters[key]
+        self.deliverer.detach(socket)
 
     # --- the resume's side (see :mod:`oe_web_socketio.resume`)
 
@@ -573,15 +540,10 @@ class Bridge:
         :raises DatabaseUnavailable: the bridge of *database* is not
             connected, or the database cannot be read.
         """
-        state = self.outboxes.get(database)
-        if state is None or state.epoch is None:
-            raise DatabaseUnavailable(database, "the database bridge is not connected")
-        key = (database, channel)
-        waiter: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        state = self._state(database)
         # Waiting before reading: what is delivered during the read wakes
         # the waiter, nothing falls in between.
-        self._waiters[key].add(waiter)
-        try:
+        with self.deliverer.waiting(database, channel) as waiter:
             parsed = outbox.parse_position(since)
             until = state.delivered
             if parsed is not None and parsed[0] == state.epoch and parsed[1] < until:
@@ -610,12 +572,6 @@ class Bridge:
                 return list(waiter.get(timeout=timeout))
             except gevent.Timeout:
                 raise TimeoutError(f"no message on {channel!r}") from None
-        finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[key]
 
     def publish(self, address: Address, payload: Any) -> None:
         """Publish *payload* to *address* through the outbox of its
