@@ -112,6 +112,27 @@ def test_from_file_empty_values(tmp_path):
     assert config.message_log_format is None  # no message log
 
 
+def test_the_models_and_the_long_poll_bodies_have_settings_of_their_own(tmp_path):
+    # Unset, they follow what sized them before they had their own.
+    config = Config(max_cursor=3, max_http_buffer_size=500)
+    assert (config.orm_transactions, config.longpolling_body_limit) == (3, 500)
+    path = write_config(
+        tmp_path,
+        "[oe_web_socketio]\nmax_cursor = 3\nmax_http_buffer_size = 500\n"
+        "longpolling_transactions = 12\nlongpolling_max_body = 2000\n",
+    )
+    config = Config.from_file(path)
+    assert (config.max_cursor, config.orm_transactions) == (3, 12)
+    assert (config.max_http_buffer_size, config.longpolling_body_limit) == (500, 2000)
+    path = write_config(
+        tmp_path, "[oe_web_socketio]\nlongpolling_transactions = auto\n"
+    )
+    assert Config.from_file(path).longpolling_transactions is None
+    for key in ("longpolling_transactions", "longpolling_max_body"):
+        with pytest.raises(ConfigError, match="must be at least 1, got 0"):
+            Config(**{key: 0})
+
+
 @pytest.mark.parametrize(("value", "expected"), [("", None), ("Auto", None), ("0", 0)])
 def test_max_connections_auto_follows_the_open_files_limit(tmp_path, value, expected):
     # None: derived at start (oe_web_socketio.limits.session_limit).

@@ -144,6 +144,11 @@ def test_max_connections_follows_from_the_open_files_limit():
     one = reserved_descriptors(Config(databases=("a",), max_cursor=4))
     two = reserved_descriptors(Config(databases=("a", "b"), max_cursor=4))
     assert two - one == 4 + 9 + 1
+    # trytond's follows the long-polling transactions once they are set.
+    three = reserved_descriptors(
+        Config(databases=("a", "b"), max_cursor=4, longpolling_transactions=6)
+    )
+    assert three - two == 2 * 2 * (6 - 4)
 
 
 def test_an_application_refuses_more_sessions_than_open_files():

@@ -146,7 +146,6 @@ class Application:
         self.config = config
         self.host = host
         pools = host.pools if host is not None else None
-        authenticator = host.authenticator if host is not None else None
         self.sio = Server(**socketio_options(config))
         # So that a WebSocket ends with its Engine.IO session.
         use_websocket_transport(self.sio.eio, compression=config.websocket_compression)
@@ -170,7 +169,6 @@ class Application:
         self.socketio = SocketIO(
             self.sio,
             DispatchSettings(
-                authenticator=authenticator,
                 trusted_proxies=config.trusted_proxies,
                 max_event_size=config.max_event_size,
                 message_log_format=config.message_log_format,

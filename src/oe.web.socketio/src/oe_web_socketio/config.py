@@ -64,7 +64,8 @@ class Config:
     :ivar databases: names of the Tryton databases served; at least one.
     :ivar interface: address (or host name) the server listens on.
     :ivar port: TCP port the server listens on; ``0`` picks a free port.
-    :ivar max_cursor: size of the read-only cursor pool per database.
+    :ivar max_cursor: size of the read-only cursor pool per database (the
+        session checks, the outbox's replays), and nothing else.
     :ivar pool_timeout: seconds a reader waits for a free cursor before it
         is told to come back later.
     :ivar trytond_config: path of trytond's configuration file, if any.
@@ -114,6 +115,16 @@ class Config:
     :ivar longpolling_timeout: seconds a long-polling handler may wait for
         news before the client is answered ``204 No Content`` (and polls
         again). The reverse proxy's read timeout must be longer.
+    :ivar longpolling_transactions: most trytond transactions that the
+        long-polling handlers run at once per database (the others wait
+        their turn, at most :attr:`pool_timeout` seconds); trytond's own
+        connection pool in this process is sized from it (``2 × n + 1``).
+        ``None`` (the default; ``auto`` or empty in the file): as many as
+        :attr:`max_cursor`. See :attr:`orm_transactions`.
+    :ivar longpolling_max_body: largest body of a request to a long-polling
+        route, in bytes (``413`` beyond). ``None`` (the default; ``auto``
+        or empty in the file): :attr:`max_http_buffer_size`. See
+        :attr:`longpolling_body_limit`.
     :ivar longpolling_modules: modules to import at start for the
         long-polling routes they declare, besides those of the entry point
         group ``oe_web_socketio.longpolling`` (see
@@ -173,6 +184,8 @@ class Config:
     bus_cache_timeout: float = 300.0
     longpolling_path: str = "/longpolling"
     longpolling_timeout: float = 60.0
+    longpolling_transactions: int | None = None
+    longpolling_max_body: int | None = None
     longpolling_modules: tuple[str, ...] = ()
     session_check_interval: float = 60.0
     log_rate_limit: int = 20
@@ -190,6 +203,22 @@ class Config:
                 problem = validate(value)
                 if problem is not None:
                     raise ConfigError(problem, key=field.name)
+
+    @property
+    def orm_transactions(self) -> int:
+        """:attr:`longpolling_transactions`, or :attr:`max_cursor` when
+        unset: most trytond transactions at once per database."""
+        if self.longpolling_transactions is None:
+            return self.max_cursor
+        return self.longpolling_transactions
+
+    @property
+    def longpolling_body_limit(self) -> int:
+        """:attr:`longpolling_max_body`, or :attr:`max_http_buffer_size`
+        when unset: the largest body of a long-polling request."""
+        if self.longpolling_max_body is None:
+            return self.max_http_buffer_size
+        return self.longpolling_max_body
 
     @classmethod
     def from_file(cls, path: str) -> Config:
@@ -508,6 +537,8 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "bus_cache_timeout": _positive,
     "longpolling_path": _check_longpolling_path,
     "longpolling_timeout": _positive,
+    "longpolling_transactions": _optional(_at_least(1)),
+    "longpolling_max_body": _optional(_at_least(1)),
     "longpolling_modules": _check_modules,
     "session_check_interval": _seconds_or_zero,
     "log_rate_limit": _at_least(0),

@@ -509,10 +509,11 @@ def descriptors_in_use() -> int:
 def reserved_descriptors(config: Config) -> int:
     """The descriptors a server of *config* holds besides its clients':
     those open now, its listening socket, for each database its cursor
-    pool (``max_cursor``), trytond's pool (up to ``2 * max_cursor + 1``, see
-    :mod:`oe_web_socketio.hosts.tryton_orm`) and the bridge's ``LISTEN``
+    pool (``max_cursor``), trytond's pool (up to ``2 * n + 1`` for *n*
+    :attr:`~oe_web_socketio.config.Config.orm_transactions`, see
+    :mod:`oe_web_socketio.hosts.tryton.orm`) and the bridge's ``LISTEN``
     connection, and :data:`DESCRIPTOR_MARGIN`."""
-    per_database = config.max_cursor + (2 * config.max_cursor + 1) + 1
+    per_database = config.max_cursor + (2 * config.orm_transactions + 1) + 1
     return (
         descriptors_in_use()
         + 1

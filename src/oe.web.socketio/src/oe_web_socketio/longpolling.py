@@ -39,7 +39,7 @@ as ``GET`` without the body, as every route of the router):
   type in JSON (see :func:`convert`); others arrive as sent. A name given
   twice, malformed JSON, a body of another type, a value that is not of
   the annotated type, or arguments the handler's signature refuses:
-  ``400`` (``415`` for the type, ``413`` above ``max_http_buffer_size``).
+  ``400`` (``415`` for the type, ``413`` above ``longpolling_max_body``).
 * Authentication: by the server's host
   (:meth:`~oe_web_socketio.hosts.Host.authenticate_request`); for Tryton,
   the ``Authorization: Session base64(login:uid:key)`` header or Tryton 8's
@@ -987,7 +987,7 @@ def serve_longpolling(
         timeout=config.longpolling_timeout,
         databases=config.databases,
         trusted_proxies=config.trusted_proxies,
-        max_body=config.max_http_buffer_size,
+        max_body=config.longpolling_body_limit,
         orm=host.orm() if specs else None,
         broker=broker,
         host=host,

@@ -40,7 +40,8 @@ class TrytonHost(TrytonSessions):
     read-only cursors on trytond's databases, Tryton's bus, trytond's
     models.
 
-    :param config: the server's settings (databases, ``max_cursor``,
+    :param config: the server's settings (databases, ``max_cursor`` for
+        the cursor pools, ``longpolling_transactions`` for the models,
         ``pool_timeout``, ``trytond_config``, the bus's timeouts).
     :param settings: what trytond's configuration says.
 
@@ -104,7 +105,9 @@ class TrytonHost(TrytonSessions):
 
     def orm(self) -> TrytonORM:
         """Import trytond, load its models and warm them up in a greenlet
-        (see :class:`~oe_web_socketio.hosts.tryton.orm.TrytonORM`).
+        (see :class:`~oe_web_socketio.hosts.tryton.orm.TrytonORM`), at most
+        :attr:`Config.orm_transactions <oe_web_socketio.config.Config.orm_transactions>`
+        transactions at once per database.
 
         :raises ConfigError: the trytond configuration cannot be used.
         """
@@ -116,7 +119,7 @@ class TrytonHost(TrytonSessions):
         orm = TrytonORM(
             self.config.trytond_config,
             self.config.databases,
-            self.config.max_cursor,
+            self.config.orm_transactions,
             self.config.pool_timeout,
         )
         orm.load()

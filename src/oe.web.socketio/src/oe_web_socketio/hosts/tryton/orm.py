@@ -28,7 +28,9 @@ How trytond 8.0 runs here:
     ``options=-c default_transaction_read_only=on``: every connection
     trytond opens here is read-only for its whole session, whatever code
     runs on it;
-  - ``[database] maxconn`` becomes ``2 * max_cursor + 1`` (see below).
+  - ``[database] maxconn`` becomes ``2 * max_cursor + 1`` (see below;
+    *max_cursor* is the server's ``longpolling_transactions``, not the
+    size of its own cursor pools).
 
 * Importing trytond switches the process to UTC (it sets ``TZ`` and calls
   :func:`time.tzset`) and sets ``PGTZ``: the server's log times are UTC
