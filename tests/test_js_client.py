@@ -554,7 +554,7 @@ def reconnect_at(page, position: str, **options) -> None:
 def test_an_unanswered_resume_starts_over_on_a_new_connection(
     page, realtime, user, tryton_db, channel
 ):
-    """A position far ahead of the server: it waits (Bridge.resume_wait,
+    """A position far ahead of the server: it waits (oe_web_socketio.resume.WAIT,
     2 s) before it answers. A client with a shorter resumeTimeout closes
     the connection and starts over on a new one, again and again, and is
     never "connected" meanwhile; given time, it hears the resync."""

@@ -37,7 +37,7 @@ Invariants of an :class:`AdapterQueue`:
   until they are validated: a message is delivered when the client
   acknowledged it, and offered again otherwise (when the socket
   disconnects first, it is gone with the socket: a new socket resumes by
-  position, see :meth:`oe_web_socketio.bridge.Bridge.resume`);
+  position, see :mod:`oe_web_socketio.resume`);
 * messages are kept in position order; at most
   :attr:`AdapterQueue.max_pending` wait, the oldest are dropped beyond
   (with one log line), so a socket that never listens costs bounded memory;

@@ -202,3 +202,11 @@ def install(lines: int, handlers: list[logging.Handler] | None = None) -> RateLi
     # Registered after logging's own handler: runs before it.
     atexit.register(rate_limit.flush)
     return rate_limit
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to about *limit* characters for a log line."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

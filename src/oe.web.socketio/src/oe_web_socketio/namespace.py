@@ -42,6 +42,13 @@ A namespace with an :attr:`~Namespace.adapter_class` also receives the
 database messages of the adapter's channel in a queue of its own, read
 with :meth:`~Namespace.listen` (see :mod:`oe_web_socketio.adapter`).
 
+The class is made of parts, one job each, in modules of their own:
+:mod:`~oe_web_socketio.channels` (what a socket subscribes to, and who
+may), :mod:`~oe_web_socketio.delivery` (the database's messages, the
+resume, the adapter) and :mod:`~oe_web_socketio.jobs` (the socket's
+greenlets). What stays here: the socket's identity and authentication,
+its ACL, its emits and its errors.
+
 Invariants:
 
 * channels are python-socketio rooms of this namespace, so a broadcast is
@@ -68,9 +75,15 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from oe_web_socketio import auth, pubsub, resume, rooms
+from oe_web_socketio import auth, pubsub, rooms
 from oe_web_socketio import events as events_module
 from oe_web_socketio.adapter import Adapter, AdapterQueue
+from oe_web_socketio.channels import (
+    USER_CHANNEL_PREFIX,
+    Channels,
+    channel_argument,
+)
+from oe_web_socketio.delivery import Delivery
 from oe_web_socketio.exceptions import (
     AuthenticationError,
     DatabaseUnavailable,
@@ -78,13 +91,14 @@ from oe_web_socketio.exceptions import (
     HostError,
 )
 from oe_web_socketio.hosts import NO_AUTHENTICATOR, Host, SessionHost
+from oe_web_socketio.jobs import Jobs
+from oe_web_socketio.logs import shorten
 from oe_web_socketio.protocol import (
     AUTHENTICATION_FAILED,
     BAD_REQUEST,
     ERROR_EVENT,
     FORBIDDEN,
     MESSAGE_EVENT,
-    UNAVAILABLE,
     error_payload,
 )
 
@@ -93,21 +107,19 @@ if TYPE_CHECKING:
 
     from oe_web_socketio.pubsub import Broker
 
+__all__ = [
+    "NO_NAMES",
+    "USER_CHANNEL_PREFIX",
+    "Namespace",
+    "Request",
+    "shorten",
+]
+
 logger = logging.getLogger(__name__)
 
-#: Channels of this form belong to one user (Tryton's bus uses them).
-USER_CHANNEL_PREFIX = "user:"
 
 #: The empty set of channels or rooms, shared (see :mod:`oe_web_socketio.rooms`).
 NO_NAMES = rooms.NO_NAMES
-
-
-def shorten(value: object, limit: int = 80) -> str:
-    """``repr(value)``, cut to about *limit* characters for a log line."""
-    text = repr(value)
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
 
 
 class Request:
@@ -150,7 +162,7 @@ class Request:
         return urllib.parse.parse_qs(self.environ.get("QUERY_STRING", ""))
 
 
-class Namespace:
+class Namespace(Channels, Delivery, Jobs):
     """Base class of namespaces; an instance serves one connected socket.
 
     Instances are created by the server when a socket connects: do not
@@ -438,87 +450,6 @@ class Namespace:
         """Whether the ACL lets the client emit *event*."""
         return self.allowed_events is None or event in self.allowed_events
 
-    # --- channels
-
-    @property
-    def channels(self) -> frozenset[str]:
-        """The channels this socket is subscribed to."""
-        return self._channels
-
-    def can_subscribe(self, channel: str) -> bool:
-        """Whether the client may subscribe this socket to *channel*.
-
-        By default: a name of 1 to :attr:`max_channel_length` printable
-        characters, and ``user:<id>`` only for the socket's own user.
-        """
-        if not 0 < len(channel) <= self.max_channel_length:
-            return False
-        if not channel.isprintable():
-            return False
-        if channel.startswith(USER_CHANNEL_PREFIX):
-            return self.uid is not None and channel == USER_CHANNEL_PREFIX + str(
-                self.uid
-            )
-        return True
-
-    def subscribe(self, channel: str) -> bool:
-        """Subscribe this socket to *channel*, unchecked; run the
-        ``on_subscribe`` hooks.
-
-        :returns: ``False`` if it already was.
-        :raises EventError: *channel* is the id of a socket.
-        """
-        if channel in self._channels:
-            return False
-        try:
-            rooms.join(self.server, self.sid, self.path, channel)
-        except ValueError:
-            # python-socketio refuses the private room of another socket.
-            raise EventError(
-                FORBIDDEN, f"channel {shorten(channel)} is reserved"
-            ) from None
-        self._channels = self._channels | {channel}
-        self._sync_rooms()
-        self.events.on_subscribe.send(
-            self.request, self, self.context, channel, channels=(channel,)
-        )
-        return True
-
-    def unsubscribe(self, channel: str) -> bool:
-        """Unsubscribe this socket from *channel*; run the
-        ``on_unsubscribe`` hooks.
-
-        :returns: ``False`` if it was not subscribed.
-        """
-        if channel not in self._channels:
-            return False
-        rooms.leave(self.server, self.sid, self.path, channel)
-        self._channels = self._channels - {channel}
-        self._sync_rooms()
-        self.events.on_unsubscribe.send(
-            self.request, self, self.context, channel, channels=(channel,)
-        )
-        return True
-
-    def on_subscribe(self, channel: Any) -> bool:
-        """The ``subscribe`` event, checked by :meth:`can_subscribe`.
-
-        :returns: ``False`` if the socket already was subscribed.
-        """
-        channel = _channel_argument(channel)
-        if not self.can_subscribe(channel):
-            raise EventError(FORBIDDEN, f"cannot subscribe to {shorten(channel)}")
-        if channel not in self._channels and len(self._channels) >= self.max_channels:
-            raise EventError(FORBIDDEN, f"at most {self.max_channels} channels")
-        return self.subscribe(channel)
-
-    def on_unsubscribe(self, channel: Any) -> bool:
-        """The ``unsubscribe`` event.
-
-        :returns: ``False`` if the socket was not subscribed.
-        """
-        return self.unsubscribe(_channel_argument(channel))
-
     # --- messages
 
     def on_message(self, message: Any, channel: Any = None) -> None:
@@ -531,7 +462,7 @@ class Namespace:
         """
         channels: Iterable[str] | None = None
         if channel is not None:
-            channel = _channel_argument(channel)
+            channel = channel_argument(channel)
             if channel not in self._channels:
                 raise EventError(FORBIDDEN, f"not subscribed to {shorten(channel)}")
             channels = (channel,)
@@ -605,227 +536,6 @@ class Namespace:
         """Disconnect this socket from the namespace."""
         self.server.disconnect(self.sid, namespace=self.path)
 
-    # --- the database's messages (see :mod:`oe_web_socketio.pubsub`)
-
-    def attach(self) -> None:
-        """Join the rooms of this socket's database and start receiving
-        its adapter's messages (called once the socket is connected)."""
-        self._sync_rooms()
-        self.broker.attach(self)
-
-    def detach(self) -> None:
-        """Stop the adapter's messages and, once the socket is
-        disconnecting, leave the database's rooms."""
-        self.broker.detach(self)
-        self._sync_rooms()
-
-    def _sync_rooms(self) -> None:
-        """Be in the rooms of the database and channels, no others.
-
-        Never yields (see :mod:`oe_web_socketio.resume`)."""
-        live = self.connected and not self._holding
-        wanted = rooms.database_rooms(self.database if live else None, self._channels)
-        self._rooms = rooms.move(self.server, self.sid, self.path, self._rooms, wanted)
-
-    def hold(self) -> None:
-        """Leave the rooms of the database until :meth:`release`, while the
-        socket resumes (never yields)."""
-        self._holding = True
-        self._sync_rooms()
-
-    def release(self) -> None:
-        """Be back in the rooms of the database (never yields)."""
-        if self._holding:
-            self._holding = False
-            self._sync_rooms()
-
-    def resume_lock(self) -> gevent.lock.BoundedSemaphore:
-        """The lock that serializes the resumes of this socket (created by
-        the first one)."""
-        if self._resume_lock is None:
-            self._resume_lock = gevent.lock.BoundedSemaphore()
-        return self._resume_lock
-
-    def _require_bridge(self) -> Any:
-        """The database bridge (its ``pools``), or :class:`EventError`."""
-        if not self.broker.durable:
-            raise EventError(UNAVAILABLE, pubsub.NO_BROKER)
-        return self.broker
-
-    def on_resume(self, position: Any = None, channels: Any = None) -> dict[str, Any]:
-        """The ``resume`` event: subscribe to *channels* and receive every
-        database message of this socket's channels (and broadcasts) after
-        *position*, in order, before any newer one (see
-        :mod:`oe_web_socketio.resume`).
-
-        :param position: the last ``position`` the client received (the
-            third argument of ``message``), or ``None`` for "from now on".
-        :param channels: channels to subscribe to first, as ``subscribe``
-            would (a list of names).
-        :returns: ``{"position": p, "replayed": n}``: *n* messages were
-            sent; or ``{"resync": true, "reason": …, "position": p}``: the
-            messages since *position* are no longer all known (or it is
-            not a position of this database), reload and go on from *p*.
-            The socket is subscribed in every case. A server without a
-            database bridge (a plain WSGI host) only subscribes, and
-            answers ``{"position": null, "replayed": 0}``: its messages
-            are live only.
-        """
-        return resume.resume(self, self.broker, position, channels)
-
-    def publish(
-        self,
-        message: Any,
-        channel: str | None = None,
-        *,
-        namespace: str | None = None,
-    ) -> None:
-        """Publish *message* through the database of this socket, to every
-        server: on *channel* (every socket of *namespace* without one). It
-        is delivered like a message published by the ERP, with a position.
-
-        :raises EventError: the server has no database bridge.
-        :raises DatabaseUnavailable: the database cannot be written to.
-        """
-        address = pubsub.Address(self.database or "", namespace, channel)
-        self.broker.publish(address, message)
-
-    # --- adapters
-
-    @property
-    def adapter_queue(self) -> AdapterQueue:
-        """The database messages of the adapter's channel waiting for
-        this socket (created when first used: most sockets have none)."""
-        if self._adapter_queue is None:
-            self._adapter_queue = AdapterQueue()
-        return self._adapter_queue
-
-    def _require_adapter(self) -> Adapter:
-        if self.adapter is None:
-            raise TypeError(f"{type(self).__name__} has no adapter_class")
-        return self.adapter
-
-    def listen(self, *args: Any, timeout: float | None = None) -> Any:
-        """Wait for database messages of the adapter's channel that
-        :meth:`Adapter.get(messages, *args) <oe_web_socketio.adapter.Adapter.get>`
-        chooses for this socket; return them through
-        :meth:`~oe_web_socketio.adapter.Adapter.format`.
-
-        The messages returned last are returned again until
-        :meth:`validate` (or an acknowledged :meth:`secure_emit`) marks
-        them delivered.
-
-        :param timeout: seconds to wait; ``None``: until there are some.
-        :returns: the formatted messages; on timeout, those of no message.
-        :raises TypeError: the namespace has no :attr:`adapter_class`.
-        """
-        adapter = self._require_adapter()
-        messages = self.adapter_queue.take(adapter, args, timeout)
-        return adapter.format(messages)
-
-    def validate(self, delivered: bool = True) -> None:
-        """Mark the messages :meth:`listen` returned last as delivered, or
-        with ``False`` as to be offered again."""
-        if self._adapter_queue is not None:  # else nothing was offered
-            self._adapter_queue.validate(delivered)
-
-    def secure_emit(self, event: str, data: Any, timeout: float | None = None) -> bool:
-        """Emit *event* with *data* and wait for the client's
-        acknowledgement; it validates the messages :meth:`listen` returned
-        last. Without it within *timeout* seconds (default
-        :attr:`ack_timeout`), or acknowledged with ``false`` as its first
-        argument (the client could not take them), they are offered again
-        by the next :meth:`listen`.
-
-        :returns: whether the client acknowledged.
-        """
-        answer: gevent.event.AsyncResult = gevent.event.AsyncResult()
-        self.emit(
-            event,
-            data,
-            callback=lambda *args: answer.set(not args or args[0] is not False),
-        )
-        ok = bool(answer.wait(self.ack_timeout if timeout is None else timeout))
-        self.validate(ok)
-        return ok
-
-    def notify(self, message: Any, channel: str | None = None) -> None:
-        """Publish *message* on the adapter's channel (or *channel*)
-        through the database: every socket listening there, on every
-        server, receives it (see :meth:`publish`)."""
-        if channel is None:
-            channel = self._require_adapter().channel
-        self.publish(message, channel)
-
-    # --- greenlets
-
-    def spawn(
-        self, function: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> gevent.Greenlet:
-        """Run ``function(*args, **kwargs)`` in a greenlet of this socket.
-
-        The greenlet is killed when the socket disconnects. If *function*
-        raises, the exception is logged and given to the ``on_error``
-        hooks, and the greenlet ends with the value ``None``.
-
-        :raises RuntimeError: the socket is disconnecting or gone.
-        """
-        if not self.connected:
-            raise RuntimeError(f"cannot spawn in {self!r}: it is disconnected")
-        greenlet = gevent.Greenlet(self._run_spawned, function, args, kwargs)
-        self.own_greenlet(greenlet)
-        greenlet.link(self.disown_greenlet)
-        greenlet.start()
-        return greenlet
-
-    def own_greenlet(self, greenlet: gevent.Greenlet) -> None:
-        """Count *greenlet* as one of this socket's: it is killed when the
-        socket disconnects, until it is disowned."""
-        if self._greenlets is None:
-            self._greenlets = set()
-        self._greenlets.add(greenlet)
-
-    def disown_greenlet(self, greenlet: gevent.Greenlet) -> None:
-        """Stop counting *greenlet* as one of this socket's."""
-        if self._greenlets is not None:
-            self._greenlets.discard(greenlet)
-            if not self._greenlets:
-                # An idle socket keeps no set.
-                self._greenlets = None
-
-    def _run_spawned(
-        self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
-    ) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - logged, see the docstring
-            self.report_error(exc, f"greenlet {getattr(function, '__name__', '?')}")
-            return None
-
-    @property
-    def greenlet_count(self) -> int:
-        """Greenlets of this socket alive: spawned, and handlers running."""
-        return sum(1 for greenlet in self._greenlets or () if not greenlet.dead)
-
-    def kill_local_jobs(self) -> None:
-        """Kill the greenlets of this socket but the calling one; wait for
-        them up to :attr:`kill_timeout` seconds."""
-        current = gevent.getcurrent()
-        owned = self._greenlets or ()
-        greenlets = [g for g in owned if g is not current and not g.dead]
-        self._greenlets = {current} if current in owned else None
-        if not greenlets:
-            return
-        gevent.killall(greenlets, block=True, timeout=self.kill_timeout)
-        survivors = sum(1 for greenlet in greenlets if not greenlet.dead)
-        if survivors:
-            logger.warning(
-                "%d greenlet(s) of %r still alive %g s after being killed",
-                survivors,
-                self,
-                self.kill_timeout,
-            )
-
     # --- errors
 
     def report_error(self, exc: BaseException, during: str) -> None:
@@ -845,9 +555,3 @@ class Namespace:
 
 def _acl(events: Iterable[str] | None) -> set[str] | None:
     return None if events is None else set(events)
-
-
-def _channel_argument(channel: Any) -> str:
-    if not isinstance(channel, str):
-        raise EventError(BAD_REQUEST, "a channel must be a string")
-    return channel
