@@ -632,6 +632,27 @@ def test_database_unavailable_while_authenticating_is_503_with_retry_after(
     assert len(caplog.records) == 1
 
 
+def test_listening_without_a_database_bridge_is_503(caplog):
+    # A server without a database (a plain WSGI host) has no messages
+    # published through one: its broker (pubsub.LOCAL) answers 503.
+    registry = lp.LongPolling()
+
+    @registry.route("/listen", mustbeauthenticated=False)
+    def listen(request):
+        return request.listen("news", timeout=1.0)
+
+    router = serve(registry)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="oe_web_socketio"):
+        status, headers, _ = call(router, "GET", "/longpolling/listen")
+    assert (status, headers["Retry-After"]) == (503, "5")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == (
+        "Cannot answer GET /longpolling/listen from 127.0.0.1: database 'oe' "
+        "unavailable: this server has no database bridge"
+    )
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
