@@ -221,6 +221,36 @@ def test_tryton_requests_name_their_database_and_tell_trytond_of_themselves():
     }
 
 
+def test_namespaces_authenticate_through_one_host():
+    from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings
+    from oe_web_socketio.hosts import SessionHost
+    from oe_web_socketio.namespace import Namespace, Request
+
+    class Own(Namespace):
+        authenticator = _Sessions()
+
+    plain = WSGIHost(lambda environ, auth: (auth or {}).get("token"))
+    settings = DispatchSettings(host=plain)
+    # The server's host, unless the class checks sessions of its own.
+    assert Dispatcher("/", Namespace, settings).host is plain
+    own = Dispatcher("/own", Own, settings).host
+    assert isinstance(own, SessionHost) and own.authenticator is Own.authenticator
+    # Without a host, an authenticator given is a session host's.
+    checker = _Sessions()
+    assert DispatchSettings(authenticator=checker).host.authenticator is checker
+    # A socket asks its host, whichever it is.
+    socket = Namespace(None, "/", "sid", Request({}, "::1"), host=plain)
+    assert socket.identify({}, {"token": "ada"}) == Identity(None, None, "ada")
+    socket = Own(None, "/own", "sid", Request({}, "::1"), host=own)
+    assert socket.identify({"HTTP_AUTHORIZATION": SESSION}, None) == Identity(
+        "oe", 7, "ann"
+    )
+    with pytest.raises(AuthenticationError, match="this server cannot check"):
+        Namespace(None, "/", "sid", Request({}, "::1")).identify(
+            {}, {"session": SESSION.removeprefix("Session ")}
+        )
+
+
 # -- long-polling routes authenticated by a plain WSGI host -----------------
 
 
