@@ -622,8 +622,9 @@ class WebSocketTransport:
         greenlet (nothing may block here), run at once: a child of the
         hub, which it switches back to when it waits or ends, as gevent's
         own greenlets do. Neither a :class:`gevent.Greenlet` nor a turn
-        of the loop before it runs (``gevent.spawn``): about 60 µs of
-        server CPU less per message of an idle client (bench/README.md)."""
+        of the loop before it runs, as with ``gevent.spawn`` (a few µs of
+        the 230-330 µs a message of an idle client costs the server here,
+        below the noise of bench/idle_wake.py on a shared machine)."""
         self.sock._read_event.stop()
         greenlet.greenlet(self._resume, gevent.get_hub()).switch()
 
