@@ -33,7 +33,6 @@ import socketio
 
 from oe_web_socketio import __version__, logs, pubsub
 from oe_web_socketio.auth import AllowedOrigins, client_address
-from oe_web_socketio.bridge import Bridge
 from oe_web_socketio.config import Config
 from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
@@ -41,6 +40,7 @@ from oe_web_socketio.hosts import Host
 from oe_web_socketio.limits import set_limits
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
+from oe_web_socketio.pubsub.postgres import OutboxBroker
 from oe_web_socketio.routing import Router, method_not_allowed, send
 from oe_web_socketio.sessions import SessionWatch
 from oe_web_socketio.sockets import Server, SocketIO
@@ -153,10 +153,10 @@ class Application:
         set_limits(self.sio.eio, config)
         # What delivers the messages published through the database: its
         # outbox, or, on a host without a database, nothing.
-        self.bridge: Bridge | None = None
+        self.bridge: OutboxBroker | None = None
         self.broker: pubsub.Broker = pubsub.LOCAL
         if host is not None and pools is not None:
-            self.bridge = self.broker = Bridge(
+            self.bridge = self.broker = OutboxBroker(
                 self.sio,
                 lambda: self.socketio.dispatchers,
                 pools,
