@@ -51,12 +51,9 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import gevent.event
-
-if TYPE_CHECKING:
-    from oe_web_socketio.namespace import Namespace
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +76,36 @@ class Message:
     payload: Any
 
 
+class AdapterSocket(Protocol):
+    """What an adapter knows of its socket (a
+    :class:`~oe_web_socketio.namespace.Namespace`): who is on the other
+    end, and where."""
+
+    @property
+    def sid(self) -> str: ...
+
+    @property
+    def path(self) -> str | None: ...
+
+    @property
+    def uid(self) -> int | str | None: ...
+
+    @property
+    def login(self) -> str | None: ...
+
+    @property
+    def db(self) -> str | None: ...
+
+    @property
+    def database(self) -> str | None: ...
+
+    @property
+    def channels(self) -> frozenset[str]: ...
+
+    @property
+    def context(self) -> dict[str, Any]: ...
+
+
 class Adapter:
     """Chooses and shapes, for one socket, the messages of :attr:`channel`.
 
@@ -88,7 +115,7 @@ class Adapter:
     #: The channel of the outbox whose messages this adapter receives.
     channel: ClassVar[str]
 
-    def __init__(self, socket: Namespace) -> None:
+    def __init__(self, socket: AdapterSocket) -> None:
         self.socket = socket
 
     def get(self, messages: Sequence[Message], *args: Any) -> list[Message]:

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     import socketio
 
     from oe_web_socketio import events as events_module
-    from oe_web_socketio.namespace import Request
 
 #: Channels of this form belong to one user (Tryton's bus uses them).
 USER_CHANNEL_PREFIX = "user:"
@@ -40,7 +39,7 @@ class Channels:
     server: socketio.Server
     sid: str
     path: str | None
-    request: Request
+    request: Any  # a namespace.Request
     context: dict[str, Any]
     events: ClassVar[events_module.Events]
     max_channels: ClassVar[int]

@@ -7,8 +7,9 @@ order, replay from a position where it can. The core (namespaces, the
 resume, long polling) knows only this interface; the composition root
 (:mod:`oe_web_socketio.app`) chooses the broker:
 
-* the PostgreSQL outbox (:class:`oe_web_socketio.bridge.Bridge`, durable):
-  for a host with a database (Tryton);
+* the PostgreSQL outbox
+  (:class:`~oe_web_socketio.pubsub.postgres.OutboxBroker`, durable): for
+  a host with a database (Tryton);
 * :class:`LocalBroker` (not durable): a host without a database (a plain
   WSGI application), which has no such messages: publishing is refused
   and a resume only subscribes. Its live messages are python-socketio's
@@ -54,7 +55,7 @@ from oe_web_socketio.protocol import UNAVAILABLE
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from oe_web_socketio.adapter import Message
+    from oe_web_socketio.adapter import Adapter, AdapterQueue, Message
 
 #: Why a server without a durable broker refuses to publish.
 NO_BROKER = "this server has no database bridge"
@@ -105,6 +106,23 @@ class Subscriber(Protocol):
 
     @property
     def channels(self) -> frozenset[str]: ...
+
+
+class Listening(Protocol):
+    """A socket whose adapter takes the messages of its channel (see
+    :mod:`oe_web_socketio.adapter`)."""
+
+    @property
+    def database(self) -> str | None: ...
+
+    @property
+    def path(self) -> str | None: ...
+
+    @property
+    def adapter(self) -> Adapter | None: ...
+
+    @property
+    def adapter_queue(self) -> AdapterQueue: ...
 
 
 class Broker(Protocol):
@@ -172,10 +190,10 @@ class Broker(Protocol):
         :raises DatabaseUnavailable: the backend cannot be read.
         """
 
-    def attach(self, socket: Any) -> None:
+    def attach(self, socket: Listening) -> None:
         """Offer *socket*'s adapter the messages of its channel."""
 
-    def detach(self, socket: Any) -> None:
+    def detach(self, socket: Listening) -> None:
         """Stop offering *socket*'s adapter messages."""
 
     def wait_messages(
@@ -234,10 +252,10 @@ class LocalBroker:
     ) -> list[Replayed]:
         raise DatabaseUnavailable(database, NO_BROKER)
 
-    def attach(self, socket: Any) -> None:
+    def attach(self, socket: Listening) -> None:
         pass
 
-    def detach(self, socket: Any) -> None:
+    def detach(self, socket: Listening) -> None:
         pass
 
     def wait_messages(

@@ -40,7 +40,7 @@ from oe_web_socketio.rooms import channel_room, database_room
 if TYPE_CHECKING:
     import socketio
 
-    from oe_web_socketio.namespace import Namespace
+    from oe_web_socketio.pubsub import Listening
 
 
 class Deliverer:
@@ -58,7 +58,7 @@ class Deliverer:
         self.server = server
         self.dispatchers = dispatchers
         #: The sockets with an adapter, by database and channel.
-        self._adapters: dict[tuple[str, str], set[Namespace]] = defaultdict(set)
+        self._adapters: dict[tuple[str, str], set[Listening]] = defaultdict(set)
         #: Who waits for the next message, by database and channel.
         self._waiters: dict[tuple[str, str], set[gevent.event.AsyncResult]] = (
             defaultdict(set)
@@ -116,12 +116,12 @@ class Deliverer:
 
     # --- adapters
 
-    def attach(self, socket: Namespace) -> None:
+    def attach(self, socket: Listening) -> None:
         """Deliver the messages of its adapter's channel to *socket*."""
         if socket.adapter is not None and socket.database is not None:
             self._adapters[socket.database, socket.adapter.channel].add(socket)
 
-    def detach(self, socket: Namespace) -> None:
+    def detach(self, socket: Listening) -> None:
         """Stop delivering adapter messages to *socket*."""
         for key, sockets in list(self._adapters.items()):
             sockets.discard(socket)
