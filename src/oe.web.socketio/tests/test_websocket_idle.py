@@ -94,11 +94,11 @@ def serve() -> Iterator[Callable[..., tuple[Server, Application]]]:
         return server, application
 
     yield start
-    for server in started:
-        server.stop(timeout=1)
     for client in Client.opened:
         client.sock.close()
     Client.opened.clear()
+    for server in started:
+        server.stop(timeout=1)
 
 
 def test_an_idle_websocket_holds_no_greenlet_and_reads_what_comes(serve, caplog):
