@@ -24,6 +24,7 @@ import pytest
 import socketio
 from oe_web_socketio import outbox
 from oe_web_socketio.bridge import Bridge, Outbox, channel_room
+from oe_web_socketio.directory import SocketDirectory
 from oe_web_socketio.pool import CursorPools
 from oe_web_socketio.resume import resume
 from psycopg import pq
@@ -65,7 +66,7 @@ def bridge(scratch_database) -> Bridge:
     dispatchers = {"/": SimpleNamespace(sockets={})}
     return Bridge(
         server,
-        lambda: dispatchers,
+        SocketDirectory(lambda: dispatchers),
         pools=None,  # type: ignore[arg-type] - replays are not tested here
         conninfo=lambda database: uri,
         databases=[name],

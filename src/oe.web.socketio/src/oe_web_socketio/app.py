@@ -34,6 +34,7 @@ import socketio
 from oe_web_socketio import __version__, logs, pubsub
 from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.config import Config
+from oe_web_socketio.directory import SocketDirectory
 from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
 from oe_web_socketio.hosts import Host
@@ -158,14 +159,14 @@ class Application:
         if host is not None and pools is not None:
             self.bridge = self.broker = OutboxBroker(
                 self.sio,
-                lambda: self.socketio.dispatchers,
+                SocketDirectory(lambda: self.socketio.dispatchers),
                 pools,
                 host.conninfo,
                 config.databases,
                 consumers=host.consumers(),
+                history_max_age=config.history_max_age,
+                history_max_count=config.history_max_count,
             )
-            self.bridge.history_max_age = config.history_max_age
-            self.bridge.history_max_count = config.history_max_count
         self.socketio = SocketIO(
             self.sio,
             DispatchSettings(

@@ -18,22 +18,21 @@ Invariants:
 * :meth:`Deliverer.deliver` never yields: a broker delivers a batch and
   advances its head in one go, which the resume relies on (see
   :mod:`oe_web_socketio.resume`);
-* the connected sockets are looked up through the directory given (the
-  dispatcher of each namespace path), read once per batch: a socket that
-  connects during a batch gets its messages from the next one, or from
-  its resume.
+* the sockets are found in the :class:`~oe_web_socketio.directory.SocketDirectory`,
+  whose namespace paths are read once per batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import gevent.event
 
 from oe_web_socketio.adapter import Message
+from oe_web_socketio.directory import SocketDirectory
 from oe_web_socketio.protocol import MESSAGE_EVENT
 from oe_web_socketio.rooms import channel_room, database_room
 
@@ -47,16 +46,12 @@ class Deliverer:
     """Emit the messages of databases to this process's sockets.
 
     :param server: the python-socketio server.
-    :param dispatchers: the dispatcher of each namespace path (see
-        :class:`oe_web_socketio.sockets.SocketIO`), whose ``sockets`` are
-        the connected sockets by id.
+    :param directory: where the connected sockets are.
     """
 
-    def __init__(
-        self, server: socketio.Server, dispatchers: Callable[[], Mapping[str, Any]]
-    ) -> None:
+    def __init__(self, server: socketio.Server, directory: SocketDirectory) -> None:
         self.server = server
-        self.dispatchers = dispatchers
+        self.directory = directory
         #: The sockets with an adapter, by database and channel.
         self._adapters: dict[tuple[str, str], set[Listening]] = defaultdict(set)
         #: Who waits for the next message, by database and channel.
@@ -74,17 +69,17 @@ class Deliverer:
         channel: str | None,
         namespace: str | None,
         sid: str | None,
-        dispatchers: Mapping[str, Any],
+        paths: list[str],
     ) -> None:
-        """Emit one message; *dispatchers* is :attr:`dispatchers`' answer,
-        read once for a batch. Never yields."""
-        paths = [namespace] if namespace is not None else list(dispatchers)
+        """Emit one message to the sockets of the namespace *paths* (those
+        of :meth:`SocketDirectory.paths
+        <oe_web_socketio.directory.SocketDirectory.paths>`, read once for
+        a batch). Never yields."""
+        if namespace is not None:
+            paths = [namespace] if namespace in paths else []
         for path in paths:
-            dispatcher = dispatchers.get(path)
-            if dispatcher is None:
-                continue
             if sid is not None:
-                socket = dispatcher.sockets.get(sid)
+                socket = self.directory.find(path, sid)
                 if socket is not None and socket.database == database:
                     self.server.emit(
                         MESSAGE_EVENT, (payload, None, token), to=sid, namespace=path

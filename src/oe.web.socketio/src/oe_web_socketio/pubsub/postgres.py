@@ -79,6 +79,7 @@ import psycopg
 
 from oe_web_socketio import outbox
 from oe_web_socketio.adapter import Message
+from oe_web_socketio.directory import SocketDirectory
 from oe_web_socketio.exceptions import DatabaseUnavailable, Resync
 from oe_web_socketio.listener import Listener
 from oe_web_socketio.pubsub import Address, Replayed
@@ -160,14 +161,17 @@ class OutboxBroker:
     durable :class:`~oe_web_socketio.pubsub.Broker` of PostgreSQL.
 
     :param server: the python-socketio server.
-    :param dispatchers: the dispatcher of each namespace path (see
-        :class:`oe_web_socketio.sockets.SocketIO`), read at each delivery.
+    :param directory: where the connected sockets are.
     :param pools: read-only cursors, to replay missed messages.
     :param conninfo: the connection string of a database, by name.
     :param databases: the databases served; the first one is the database
         of anonymous sockets.
     :param consumers: more notification channels to listen on, and who
         consumes them (Tryton's ``bus``).
+    :param history_max_age: seconds a message is kept for clients that
+        resume (default :attr:`history_max_age`).
+    :param history_max_count: most messages kept for them (default
+        :attr:`history_max_count`).
     """
 
     #: Messages have positions, and can be replayed.
@@ -184,21 +188,27 @@ class OutboxBroker:
     def __init__(
         self,
         server: socketio.Server,
-        dispatchers: Callable[[], Mapping[str, Any]],
+        directory: SocketDirectory,
         pools: CursorPools,
         conninfo: Callable[[str], str],
         databases: Iterable[str],
         consumers: Mapping[str, Consumer] | None = None,
+        *,
+        history_max_age: float | None = None,
+        history_max_count: int | None = None,
     ) -> None:
+        if history_max_age is not None:
+            self.history_max_age = history_max_age
+        if history_max_count is not None:
+            self.history_max_count = history_max_count
         self.server = server
-        self.dispatchers = dispatchers
         self.pools = pools
         self.conninfo = conninfo
         self.databases = tuple(databases)
         self.consumers = dict(consumers or {})
         self.outboxes = {database: Outbox(database) for database in self.databases}
         #: Emits what is delivered to the sockets of this process.
-        self.deliverer = Deliverer(server, dispatchers)
+        self.deliverer = Deliverer(server, directory)
         #: Writes what is published to the outboxes.
         self.publisher = Publisher(conninfo)
 
@@ -384,17 +394,15 @@ class OutboxBroker:
             if not rows:
                 return
             # From here to advance(), nothing yields.
-            dispatchers = self.deliverer.dispatchers()
+            paths = self.deliverer.directory.paths()
             for row in rows:
-                self._deliver(state, row, dispatchers)
+                self._deliver(state, row, paths)
                 state.saw(row[5])
             state.advance(rows[-1][0])
             if len(rows) < self.page_size:
                 return
 
-    def _deliver(
-        self, state: Outbox, row: tuple[Any, ...], dispatchers: Mapping[str, Any]
-    ) -> None:
+    def _deliver(self, state: Outbox, row: tuple[Any, ...], paths: list[str]) -> None:
         position, channel, namespace, sid, text = row[:5]
         try:
             payload = json.loads(text)
@@ -411,7 +419,7 @@ class OutboxBroker:
             channel=channel,
             namespace=namespace,
             sid=sid,
-            dispatchers=dispatchers,
+            paths=paths,
         )
 
     def _maybe_prune(self, state: Outbox, conn: psycopg.Connection) -> None:
