@@ -41,7 +41,7 @@ import gevent
 import socketio
 from socketio import exceptions as sio_exceptions
 
-from oe_web_socketio import auth
+from oe_web_socketio import auth, pubsub
 from oe_web_socketio.exceptions import (
     AuthenticationError,
     DatabaseUnavailable,
@@ -90,7 +90,7 @@ class DispatchSettings:
         received (fields :data:`oe_web_socketio.config.MESSAGE_LOG_FIELDS`),
         or ``None``.
     :param broker: what delivers the database's messages, given to every
-        socket (:mod:`oe_web_socketio.pubsub`); ``None``: nothing does.
+        socket (:mod:`oe_web_socketio.pubsub`); by default nothing does.
     :param host: the host application, which authenticates clients unless
         a namespace class has its own authenticator (see
         :meth:`~oe_web_socketio.namespace.Namespace.identify`).
@@ -106,7 +106,7 @@ class DispatchSettings:
         trusted_proxies: tuple[str, ...] = (),
         max_event_size: int = 65_536,
         message_log_format: str | None = None,
-        broker: Broker | None = None,
+        broker: Broker = pubsub.LOCAL,
         host: Host | None = None,
     ) -> None:
         self.broker = broker

@@ -221,7 +221,7 @@ class Namespace(Channels, Delivery, Jobs):
         sid: str,
         request: Request,
         authenticator: auth.Authenticator | None = None,
-        broker: Broker | None = None,
+        broker: Broker = pubsub.LOCAL,
         host: Host | None = None,
     ) -> None:
         self.server = server
@@ -250,7 +250,7 @@ class Namespace(Channels, Delivery, Jobs):
         #: What delivers the messages published through the database
         #: (:mod:`oe_web_socketio.pubsub`); a server without a database has
         #: :data:`~oe_web_socketio.pubsub.LOCAL`, which delivers none.
-        self.broker: Broker = broker if broker is not None else pubsub.LOCAL
+        self.broker = broker
         #: The adapter of this socket (its queue: :attr:`adapter_queue`).
         self.adapter: Adapter | None = None
         self._adapter_queue: AdapterQueue | None = None
