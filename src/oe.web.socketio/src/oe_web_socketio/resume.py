@@ -46,7 +46,7 @@ import gevent.lock
 
 from oe_web_socketio.exceptions import DatabaseUnavailable, EventError, Resync
 from oe_web_socketio.protocol import BAD_REQUEST, MESSAGE_EVENT
-from oe_web_socketio.pubsub import Broker
+from oe_web_socketio.pubsub import Broker, Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +60,10 @@ WAIT = 2.0
 ROUNDS = 20
 
 
-class Resuming(Protocol):
+class Resuming(Subscriber, Protocol):
     """What :func:`resume` needs of a socket
-    (:class:`~oe_web_socketio.namespace.Namespace` has it)."""
-
-    @property
-    def database(self) -> str | None: ...
-
-    @property
-    def path(self) -> str | None: ...
-
-    @property
-    def channels(self) -> frozenset[str]: ...
+    (:class:`~oe_web_socketio.namespace.Namespace` has it): where it is,
+    what it listens to, and these."""
 
     def resume_lock(self) -> gevent.lock.BoundedSemaphore:
         """The lock of this socket's resumes."""
