@@ -87,6 +87,28 @@ def test_plain_paths_go_to_the_router():
     assert json.loads(body) == {"error": "not found"}
 
 
+def test_what_a_host_contributes_is_served():
+    from oe_web_socketio.hosts.wsgi import WSGIHost
+    from oe_web_socketio.routing import Response, Route
+
+    class Contributing(WSGIHost):
+        def routes(self):
+            return (Route("/<database>/news", lambda request: Response.json("hi")),)
+
+        def counters(self):
+            return {"news": lambda: {"held": 0}}
+
+    app = Application(Config(databases=("x",), load_entry_points=False), Contributing())
+    assert app.broker.durable is False and app.bridge is None  # no database
+    status, _, body = call(app, "GET", "/x/news")
+    assert (status, json.loads(body)) == ("200 OK", "hi")
+    health = json.loads(call(app, "GET", "/health")[2])
+    # A host without a database names none; its counter is there.
+    assert health["databases"] == []
+    assert health["news"] == {"held": 0}
+    app.shutdown()
+
+
 def test_socketio_paths_go_to_engineio():
     app = Application(Config())
     status, _, body = call(app, "GET", "/socket.io/", "EIO=4&transport=polling")

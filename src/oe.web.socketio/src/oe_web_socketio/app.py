@@ -1,10 +1,15 @@
-"""Wiring: the WSGI application of the server.
+"""The composition root: the WSGI application of the server, built of its
+parts.
 
 :class:`Application` owns the Socket.IO server and the router of plain HTTP
 routes, and dispatches between them: paths under ``/socket.io/`` go to
-Socket.IO, every other path to the router. It holds no logic of its own;
-later parts plug in here (namespaces with ``application.socketio``, routes
-with ``application.router.add``).
+Socket.IO, every other path to the router. It holds no logic of its own:
+its constructor builds each part once, complete, from the configuration,
+the host's contributions and the parts built before it (:func:`engine`,
+:func:`broker`, :func:`sockets`, :func:`session_watch`, the long-polling
+endpoints, the router), and changes none of them afterwards. Later parts
+plug in through the public registries (namespaces with
+``application.socketio``, routes with ``application.router.add``).
 
 Socket.IO runs in python-engineio's ``gevent`` async mode: its background
 tasks are greenlets and its WebSocket transport is
@@ -35,10 +40,11 @@ from oe_web_socketio import __version__, logs, pubsub
 from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.config import Config
 from oe_web_socketio.directory import SocketDirectory
-from oe_web_socketio.dispatcher import DispatchSettings
+from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings
 from oe_web_socketio.health import health_route
 from oe_web_socketio.hosts import Host
 from oe_web_socketio.limits import set_limits
+from oe_web_socketio.longpolling import add_routes, longpolling_endpoints
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
 from oe_web_socketio.pubsub.postgres import OutboxBroker
@@ -108,6 +114,92 @@ def cors_allowed_origins(origins: tuple[str, ...]) -> str | AllowedOrigins | Non
     return AllowedOrigins(frozenset(origins))
 
 
+def engine(config: Config) -> Server:
+    """The Socket.IO server of *config*, its WebSocket transport (which
+    ends with its Engine.IO session) and its caps (bytes queued per client,
+    sessions, unused handshakes) set."""
+    sio = Server(**socketio_options(config))
+    use_websocket_transport(sio.eio, compression=config.websocket_compression)
+    set_limits(sio.eio, config)
+    return sio
+
+
+def broker(
+    config: Config, host: Host | None, sio: Server, directory: SocketDirectory
+) -> pubsub.Broker:
+    """What delivers the messages published through the database: its
+    outbox, fed by the host's notification consumers, when the host has
+    databases; else :data:`~oe_web_socketio.pubsub.LOCAL`, which delivers
+    none."""
+    if host is None or host.pools is None:
+        return pubsub.LOCAL
+    return OutboxBroker(
+        sio,
+        directory,
+        host.pools,
+        host.conninfo,
+        config.databases,
+        consumers=host.consumers(),
+        history_max_age=config.history_max_age,
+        history_max_count=config.history_max_count,
+    )
+
+
+def sockets(
+    config: Config,
+    host: Host | None,
+    sio: Server,
+    broker: pubsub.Broker,
+    namespaces: Mapping[str, type[Namespace]] | None,
+) -> SocketIO:
+    """The namespaces served on *sio*, in this order: those of the entry
+    point group (unless ``load_entry_points`` is off), of
+    :attr:`Config.namespaces`, of *namespaces*, and at ``/``, unless one of
+    them took it, the base :class:`~oe_web_socketio.namespace.Namespace`.
+
+    :raises NamespaceError: a namespace cannot be registered.
+    """
+    served = SocketIO(
+        sio,
+        DispatchSettings(
+            trusted_proxies=config.trusted_proxies,
+            max_event_size=config.max_event_size,
+            message_log_format=config.message_log_format,
+            broker=broker,
+            host=host,
+        ),
+    )
+    if config.load_entry_points:
+        served.load_entry_points()
+    for spec in config.namespaces:
+        served.add_namespace_spec(spec, origin="configuration")
+    for path, namespace_class in (namespaces or {}).items():
+        served.add_namespace(path, namespace_class)
+    if "/" not in served.namespaces:
+        served.add_namespace("/", Namespace, origin="default")
+    return served
+
+
+def session_watch(
+    config: Config,
+    host: Host | None,
+    dispatchers: Callable[[], Mapping[str, Dispatcher]],
+) -> SessionWatch | None:
+    """The check of connected sessions (``session_check_interval``), when
+    the server has a host to ask; ``None`` otherwise."""
+    if host is None or config.session_check_interval <= 0:
+        return None
+    return SessionWatch(dispatchers, config.session_check_interval)
+
+
+def served_databases(config: Config, host: Host | None) -> tuple[str, ...]:
+    """The databases ``/health`` names: :attr:`Config.databases`, none for
+    a host without a database (a plain WSGI application's)."""
+    if host is not None and host.pools is None:
+        return ()
+    return config.databases
+
+
 class Application:
     """The WSGI application: Socket.IO beside plain HTTP routes.
 
@@ -146,79 +238,42 @@ class Application:
     ) -> None:
         self.config = config
         self.host = host
-        pools = host.pools if host is not None else None
-        self.sio = Server(**socketio_options(config))
-        # So that a WebSocket ends with its Engine.IO session.
-        use_websocket_transport(self.sio.eio, compression=config.websocket_compression)
-        # Caps: bytes queued per client, sessions, unused handshakes.
-        set_limits(self.sio.eio, config)
-        # What delivers the messages published through the database: its
-        # outbox, or, on a host without a database, nothing.
-        self.bridge: OutboxBroker | None = None
-        self.broker: pubsub.Broker = pubsub.LOCAL
-        if host is not None and pools is not None:
-            self.bridge = self.broker = OutboxBroker(
-                self.sio,
-                SocketDirectory(lambda: self.socketio.dispatchers),
-                pools,
-                host.conninfo,
-                config.databases,
-                consumers=host.consumers(),
-                history_max_age=config.history_max_age,
-                history_max_count=config.history_max_count,
-            )
-        self.socketio = SocketIO(
-            self.sio,
-            DispatchSettings(
-                trusted_proxies=config.trusted_proxies,
-                max_event_size=config.max_event_size,
-                message_log_format=config.message_log_format,
-                broker=self.broker,
-                host=host,
-            ),
-        )
-        if config.load_entry_points:
-            self.socketio.load_entry_points()
-        for spec in config.namespaces:
-            self.socketio.add_namespace_spec(spec, origin="configuration")
-        for path, namespace_class in (namespaces or {}).items():
-            self.socketio.add_namespace(path, namespace_class)
-        if "/" not in self.socketio.namespaces:
-            self.socketio.add_namespace("/", Namespace, origin="default")
-        self.router = Router()
+        # The parts, each built once, complete, from those before it: the
+        # Engine.IO/Socket.IO server, the directory of its sockets, the
+        # broker that delivers to them, the namespaces, the watch of their
+        # sessions, the long-polling routes, the router of every route.
+        self.sio = engine(config)
+        # Late bound: the dispatchers exist once the namespaces are served.
+        directory = SocketDirectory(lambda: self.socketio.dispatchers)
+        self.broker = broker(config, host, self.sio, directory)
+        #: The outbox's broker, or ``None`` on a host without a database.
+        self.bridge = self.broker if isinstance(self.broker, OutboxBroker) else None
+        self.socketio = sockets(config, host, self.sio, self.broker, namespaces)
+        self.sessions = session_watch(config, host, lambda: self.socketio.dispatchers)
+        # Raises RouteError, ConfigError (loads the host's models with routes).
+        self.longpolling = longpolling_endpoints(config, host, self.broker)
         counters: dict[str, Callable[[], Any]] = {
-            "greenlets": self.socketio.count_greenlets
+            "greenlets": self.socketio.count_greenlets,
+            **(host.counters() if host is not None else {}),
+            **self.broker.counters(),
+            **({"sessions": self.sessions.stats} if self.sessions is not None else {}),
         }
-        if host is not None:
-            for route in host.routes():
-                self.router.add(route)
-            counters.update(host.counters())
-        counters.update(self.broker.counters())
-        # Sessions that end while their sockets are connected.
-        self.sessions: SessionWatch | None = None
-        if host is not None and config.session_check_interval > 0:
-            self.sessions = SessionWatch(
-                lambda: self.socketio.dispatchers, config.session_check_interval
-            )
-            counters["sessions"] = self.sessions.stats
-        self.router.add(
-            health_route(
-                version=__version__,
-                # A host without a database (plain WSGI) serves none.
-                databases=config.databases if host is None or pools is not None else (),
-                count_clients=self.count_clients,
-                counters=counters,
-            )
+        # Raises DuplicateRouteError.
+        self.router = Router(
+            [
+                *(host.routes() if host is not None else ()),
+                health_route(
+                    version=__version__,
+                    databases=served_databases(config, host),
+                    count_clients=self.count_clients,
+                    counters=counters,
+                ),
+                # The browser client, GET /oe_web_socketio/oe_web_socketio.js.
+                static_route(),
+            ]
         )
-        # The browser client, GET /oe_web_socketio/oe_web_socketio.js.
-        self.router.add(static_route())
-        # Long-polling routes (entry point group oe_web_socketio.longpolling
-        # and Config.longpolling_modules) under Config.longpolling_path; with
-        # routes, the host's models (trytond's) are loaded.
-        # Raises RouteError, DuplicateRouteError, ConfigError.
-        from oe_web_socketio.longpolling import serve_longpolling
-
-        self.longpolling = serve_longpolling(self.router, config, host, self.broker)
+        # Under Config.longpolling_path, each rule logged.
+        add_routes(self.router, self.longpolling)
         self.fallback = fallback
         # Its bound __call__: called as a method, not as an instance, it runs
         # without a C recursion, which a WebSocket's greenlet would keep in

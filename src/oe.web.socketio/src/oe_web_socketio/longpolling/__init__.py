@@ -113,6 +113,7 @@ from oe_web_socketio.longpolling.endpoint import (
 from oe_web_socketio.longpolling.loading import (
     ENTRY_POINT_GROUP,
     load_routes,
+    longpolling_endpoints,
     serve_longpolling,
 )
 from oe_web_socketio.longpolling.parameters import (
@@ -161,6 +162,7 @@ __all__ = [
     "get_timeout",
     "load_routes",
     "longpolling",
+    "longpolling_endpoints",
     "parameter_types",
     "placeholders",
     "serve_longpolling",

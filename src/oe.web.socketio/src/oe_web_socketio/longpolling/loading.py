@@ -84,13 +84,12 @@ def load_routes(
     return [spec for each in registries for spec in each.routes]
 
 
-def serve_longpolling(
-    router: Router,
+def longpolling_endpoints(
     config: Config,
     host: Host | None,
     broker: Broker = pubsub.LOCAL,
 ) -> list[Endpoint]:
-    """Serve on *router* the long-polling routes *config* asks for: those of
+    """The endpoints of the long-polling routes *config* asks for: those of
     the entry point group (unless ``load_entry_points`` is off) and of
     ``longpolling_modules``, authenticated by *host* (``None``: anonymous
     requests only). With routes, load the host's models
@@ -98,9 +97,7 @@ def serve_longpolling(
     :class:`~oe_web_socketio.hosts.tryton.orm.TrytonORM`, warmed up in a
     greenlet). Run after :func:`oe_web_socketio.patch.patch`.
 
-    :return: the endpoints served.
     :raises RouteError: a route cannot be loaded.
-    :raises DuplicateRouteError: a path is taken.
     :raises ConfigError: the trytond configuration cannot be used.
     """
     specs = load_routes(
@@ -118,6 +115,22 @@ def serve_longpolling(
         broker=broker,
         host=host,
     )
-    served = endpoints(specs, settings)
+    return endpoints(specs, settings)
+
+
+def serve_longpolling(
+    router: Router,
+    config: Config,
+    host: Host | None,
+    broker: Broker = pubsub.LOCAL,
+) -> list[Endpoint]:
+    """Serve on *router* the endpoints of :func:`longpolling_endpoints`.
+
+    :return: the endpoints served.
+    :raises RouteError: a route cannot be loaded.
+    :raises DuplicateRouteError: a path is taken.
+    :raises ConfigError: the trytond configuration cannot be used.
+    """
+    served = longpolling_endpoints(config, host, broker)
     add_routes(router, served)
     return served
