@@ -145,6 +145,15 @@ def test_server_sets_keepalive_before_handling():
     server = KeepaliveServer(("127.0.0.1", 0), hello_app)
     get_hello_once(server)
     assert seen == [(1, 7, 3, 2)]
+    # Linux gives an accepted socket the listening socket's options.
+    assert server._inherits_tcp_options is (sys.platform == "linux")
+    # Inherited from the listening socket (Linux), unless they differ
+    # from what the server wants: then set on each connection.
+    server = KeepaliveServer(("127.0.0.1", 0), hello_app)
+    server.tcp_keepalive_idle = 9
+    get_hello_once(server)
+    assert seen[1:] == [(1, 9, 3, 2)]
+    assert server._inherits_tcp_options is False
 
 
 def test_default_keepalive_notices_a_vanished_peer_within_minutes():
@@ -236,11 +245,17 @@ def test_a_connection_is_handled_from_the_bottom_of_its_greenlet():
 
 
 class SendRecorder:
-    """A handler's socket, whose ``sendall`` calls are recorded."""
+    """A handler's socket, whose writes (``send`` and ``sendall`` calls)
+    are recorded."""
 
     def __init__(self, sock: gevent.socket.socket, sent: list[bytes]) -> None:
         self._wrapped = sock
         self.sent = sent
+
+    def send(self, data: bytes) -> int:
+        count: int = self._wrapped.send(data)
+        self.sent.append(bytes(data[:count]))
+        return count
 
     def sendall(self, data: bytes) -> None:
         self.sent.append(bytes(data))
@@ -251,8 +266,8 @@ class SendRecorder:
 
 
 def served_sendalls(app, requests_: bytes) -> tuple[list[bytes], bytes]:
-    """The ``sendall`` calls of the handler serving *requests_* with *app*
-    on a real connection, and what the client read."""
+    """The writes of the handler serving *requests_* with *app* on a real
+    connection, and what the client read."""
     sent: list[bytes] = []
 
     class RecordingHandler(Handler):
@@ -272,7 +287,7 @@ def served_sendalls(app, requests_: bytes) -> tuple[list[bytes], bytes]:
     return sent, received
 
 
-def test_a_response_goes_out_in_one_sendall():
+def test_a_response_goes_out_in_one_write():
     # A poll's answer: headers and body in one write, not two segments.
     request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
     last = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"

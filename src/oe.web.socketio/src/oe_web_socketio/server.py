@@ -98,6 +98,27 @@ def set_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
 
+def tcp_options(sock: socket.socket) -> tuple[int, int, int] | None:
+    """The TCP keepalive idle time, interval and count of *sock* if both
+    ``TCP_NODELAY`` and ``SO_KEEPALIVE`` are on, else ``None`` (and for a
+    socket that is not TCP).
+
+    :raises OSError: the system refused.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    if not (
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        and sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    ):
+        return None
+    return (
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    )
+
+
 def is_websocket_request(environ: dict[str, Any]) -> bool:
     """Whether the request asks to switch to the WebSocket protocol."""
     upgrade: str = environ.get("HTTP_UPGRADE", "")
@@ -304,6 +325,9 @@ class Handler(WSGIHandler):
     #: gevent's: the request's headers; ``None`` once a WebSocket's are
     #: dropped.
     headers: Any
+    #: gevent's: the response's status code, negative after a socket
+    #: error (its access log line says so).
+    code: int
 
     def handle(self) -> None:
         # The peer's address, until the application knows better (a
@@ -437,7 +461,24 @@ class Handler(WSGIHandler):
             super()._write_with_headers(data)
         finally:
             self._held = None
-        super()._sendall(held)
+        self._send(held)
+
+    def _send(self, data: bytearray) -> None:
+        """gevent's ``_sendall`` of *data*, in one ``send()`` when the
+        kernel takes it all (a poll's answer): gevent's socket ``sendall``
+        asks the kernel for the socket's send buffer size first, every
+        call."""
+        try:
+            sent = self.socket.send(data)
+            if sent < len(data):
+                self.socket.sendall(memoryview(data)[sent:])
+        except OSError as exc:
+            # What gevent's _sendall records for its access log line.
+            self.status = f"socket error: {exc}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def _sendall(self, data: bytes) -> None:
         held = self._held
@@ -571,6 +612,15 @@ class Server(WSGIServer):
         try:
             if cls.reuse_addr is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, cls.reuse_addr)
+            # Accepted connections inherit them where the system does
+            # that (Linux): see handle().
+            set_nodelay(sock)
+            set_keepalive(
+                sock,
+                cls.tcp_keepalive_idle,
+                cls.tcp_keepalive_interval,
+                cls.tcp_keepalive_count,
+            )
             sock.bind(address)
             sock.listen(backlog if backlog is not None else cls.backlog)
             # gevent's accept loop expects a non-blocking listener.
@@ -646,17 +696,33 @@ class Server(WSGIServer):
                 self.do_close(sock, address)
                 self._closed()
 
+    #: Whether accepted connections come with the TCP options of
+    #: :meth:`handle` already, inherited from the listening socket (which
+    #: :meth:`get_listener` gave them); found on the first connection.
+    _inherits_tcp_options: bool | None = None
+
     def handle(self, sock: gevent.socket.socket, address: Any) -> None:
         """Handle one accepted connection, with Nagle's algorithm off and
-        TCP keepalive on."""
+        TCP keepalive on: inherited from the listening socket where the
+        system does that (Linux, checked once), else set here (five system
+        calls, for every connection: a polling client's often are new)."""
         try:
-            set_nodelay(sock)
-            set_keepalive(
-                sock,
-                self.tcp_keepalive_idle,
-                self.tcp_keepalive_interval,
-                self.tcp_keepalive_count,
-            )
+            inherits = self._inherits_tcp_options
+            if inherits is None:
+                wanted = (
+                    self.tcp_keepalive_idle,
+                    self.tcp_keepalive_interval,
+                    self.tcp_keepalive_count,
+                )
+                inherits = self._inherits_tcp_options = tcp_options(sock) == wanted
+            if not inherits:
+                set_nodelay(sock)
+                set_keepalive(
+                    sock,
+                    self.tcp_keepalive_idle,
+                    self.tcp_keepalive_interval,
+                    self.tcp_keepalive_count,
+                )
         except OSError as exc:
             # The peer is gone already; the handler finds out on its own.
             logger.debug("Cannot set TCP options for %s: %s", address, exc)

@@ -259,10 +259,10 @@ class EngineIOServer(Limits, engineio.Server):
         headers: list[tuple[str, str]],
         body: bytes,
     ) -> list[bytes]:
-        """Answer ``200`` with *body*, compressed as python-engineio would
-        (``http_compression``: the first of the client's accepted encodings
-        it knows, for a body of ``compression_threshold`` bytes or more),
-        with the CORS headers."""
+        """Answer a plain poll (:meth:`_plain_poll`) ``200`` with *body*,
+        compressed as python-engineio would (``http_compression``: the
+        first of the client's accepted encodings it knows, for a body of
+        ``compression_threshold`` bytes or more), with its CORS headers."""
         if self.http_compression and len(body) >= self.compression_threshold:
             accepted = environ.get("HTTP_ACCEPT_ENCODING", "").split(",")
             for coding in (item.partition(";")[0].strip() for item in accepted):
@@ -270,7 +270,12 @@ class EngineIOServer(Limits, engineio.Server):
                     body = getattr(self, f"_{coding}")(body)
                     headers.append(("Content-Encoding", coding))
                     break
-        start_response("200 OK", headers + self._cors_headers(environ))
+        # python-engineio's _cors_headers of a request without Origin nor
+        # Access-Control-Request-Headers (a plain poll), without asking
+        # its allowed origins (a list built per request) first.
+        if self.cors_allowed_origins != [] and self.cors_credentials:
+            headers.append(("Access-Control-Allow-Credentials", "true"))
+        start_response("200 OK", headers)
         return [body]
 
     def _read_payload(
