@@ -358,36 +358,3 @@ def test_a_session_that_joins_no_namespace_is_closed(limited, wait_until):
     finally:
         unused.close()
         used.close()
-
-
-def test_an_event_greenlet_runs_before_the_reader_goes_on():
-    """python-socketio starts each event in a greenlet of its own
-    (async_handlers); Limits switches to it at once, and the greenlet that
-    read the event goes on when it finishes or waits: still a greenlet
-    per event, that can be killed while it waits."""
-    import gevent
-    from oe_web_socketio.sockets import Server
-
-    sio = Server(async_mode="gevent", async_handlers=True)
-    ran: list[tuple[str, object]] = []
-
-    def on_quick(sid, value):
-        ran.append(("quick", value))
-
-    def on_slow(sid, value):
-        ran.append(("slow", value))
-        gevent.sleep(30)
-        ran.append(("slow woke", value))
-
-    sio.on("quick", on_quick)
-    sio.on("slow", on_slow)
-    gevent.sleep(0)  # the hub runs, as it does when a reader reads
-    start = sio.eio.start_background_task
-    task = start(sio._handle_event_internal, sio, "sid", "eio", ["quick", 1], "/", None)
-    assert ran == [("quick", 1)]  # ran before the reader went on
-    assert isinstance(task, gevent.Greenlet) and task.dead
-    task = start(sio._handle_event_internal, sio, "sid", "eio", ["slow", 2], "/", None)
-    assert ran[1:] == [("slow", 2)] and not task.dead  # waiting: back here
-    gevent.sleep(0)
-    task.kill(timeout=5)
-    assert task.dead and ran[2:] == []
