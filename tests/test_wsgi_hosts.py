@@ -251,6 +251,21 @@ def test_a_view_broadcasts_to_the_room_only(clients, server):
     assert (status, answer) == (400, {"error": "room must be a room: room-<name>"})
 
 
+def test_resume_gives_positions_of_the_process_and_resyncs_others(server):
+    # The in-process broker (pubsub/local.py): positions of this process's
+    # epoch; one of another start, or garbage, is told to resync.
+    client = Client(server, "websocket").connect("alice-token")
+    try:
+        answer = client.call("resume", None, ["room-a"])
+        epoch = answer["position"].rpartition(":")[0]
+        assert (epoch.startswith("local-"), answer["replayed"]) == (True, 0)
+        again = client.call("resume", "local-0:1", [])
+        assert (again["resync"], again["position"]) == (True, answer["position"])
+        assert client.call("resume", answer["position"], []) == answer
+    finally:
+        client.close()
+
+
 def test_authentication_accepted_refused_and_failing(clients, server):
     assert clients().refused() == {
         "message": "authentication required",

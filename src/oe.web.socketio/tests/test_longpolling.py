@@ -633,8 +633,8 @@ def test_database_unavailable_while_authenticating_is_503_with_retry_after(
 
 
 def test_listening_without_a_database_bridge_is_503(caplog):
-    # A server without a database (a plain WSGI host) has no messages
-    # published through one: its broker (pubsub.LOCAL) answers 503.
+    # Routes served without a server's broker (pubsub.LOCAL, the default)
+    # have nothing to listen to: 503 (a WSGI host's: test_pubsub_local.py).
     registry = lp.LongPolling()
 
     @registry.route("/listen", mustbeauthenticated=False)

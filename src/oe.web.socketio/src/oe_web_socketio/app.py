@@ -47,6 +47,7 @@ from oe_web_socketio.limits import set_limits
 from oe_web_socketio.longpolling import add_routes, longpolling_endpoints
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
+from oe_web_socketio.pubsub.local import LocalBroker
 from oe_web_socketio.pubsub.postgres import OutboxBroker
 from oe_web_socketio.routing import Router, method_not_allowed, send
 from oe_web_socketio.sessions import SessionWatch
@@ -129,10 +130,17 @@ def broker(
 ) -> pubsub.Broker:
     """What delivers the messages published through the database: its
     outbox, fed by the host's notification consumers, when the host has
-    databases; else :data:`~oe_web_socketio.pubsub.LOCAL`, which delivers
-    none."""
+    databases; else the in-process broker of one process
+    (:mod:`oe_web_socketio.pubsub.local`), whose one database is the
+    first of :attr:`Config.databases`."""
     if host is None or host.pools is None:
-        return pubsub.LOCAL
+        return LocalBroker(
+            sio,
+            directory,
+            config.databases[0] if config.databases else "oe",
+            history_max_age=config.history_max_age,
+            history_max_count=config.history_max_count,
+        )
     return OutboxBroker(
         sio,
         directory,

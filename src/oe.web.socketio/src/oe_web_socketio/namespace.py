@@ -249,6 +249,7 @@ class Namespace(Channels, Delivery, Jobs):
         self.reset_acl()
         #: What delivers the messages published through the database
         #: (:mod:`oe_web_socketio.pubsub`); a server without a database has
+        #: the in-process one; a namespace built by hand
         #: :data:`~oe_web_socketio.pubsub.LOCAL`, which delivers none.
         self.broker = broker
         #: The adapter of this socket (its queue: :attr:`adapter_queue`).
@@ -305,9 +306,10 @@ class Namespace(Channels, Delivery, Jobs):
     @property
     def database(self) -> str | None:
         """The database whose messages this socket receives: the user's,
-        or for an anonymous socket the server's first database (``None``
-        without a database bridge)."""
-        if self.identity is not None:
+        or for an anonymous socket, or a user of a host without databases
+        (whose identities name none), the broker's database: the server's
+        first one (``None`` for :data:`~oe_web_socketio.pubsub.LOCAL`)."""
+        if self.identity is not None and self.identity.db is not None:
             return self.identity.db
         return self.broker.default_database
 
@@ -321,7 +323,9 @@ class Namespace(Channels, Delivery, Jobs):
     def authenticate(self, identity: auth.Identity) -> None:
         """Make *identity* the user of this socket and apply
         :meth:`get_authenticated_acl`."""
-        moved = self.broker.durable and self.database != identity.db
+        moved = self.broker.replays and self.database != (
+            identity.db if identity.db is not None else self.broker.default_database
+        )
         if moved:
             self.detach()
         self.identity = identity

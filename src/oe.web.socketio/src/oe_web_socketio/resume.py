@@ -32,9 +32,10 @@ messages keep coming faster than it reads them: five reasons, one log
 line each. The socket is subscribed and back on the live path in every
 case, an exception too.
 
-A broker that is not durable (a server without a database) has nothing to
-replay: the socket only subscribes, and is answered ``{"position": null,
-"replayed": 0}``.
+A broker that does not replay (:data:`~oe_web_socketio.pubsub.LOCAL`, of
+a namespace built without a server) has nothing to replay: the socket
+only subscribes, and is answered ``{"position": null, "replayed": 0}``.
+The in-process broker of a plain WSGI host replays from its history.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def resume(
         try:
             for channel in channels:
                 socket.on_subscribe(channel)
-            if not broker.durable:
+            if not broker.replays:
                 return {"position": None, "replayed": 0}
             return _replay(socket, broker, token, wait, rounds)
         finally:

@@ -23,6 +23,13 @@ same names of a :class:`SocketIOMiddleware`. Messages arrive as the event
 ``message`` with ``(message)``, or ``(message, channel)`` on a channel, as
 those a namespace sends.
 
+:func:`publish` (and :meth:`SocketIOMiddleware.publish`) goes through the
+server's in-process broker instead (:mod:`oe_web_socketio.pubsub.local`):
+the message gets a position, arrives as ``(message, channel, position)``,
+is kept for clients that ``resume`` and reaches long polls' ``listen``;
+in this process only, and not across its restart. The three functions
+above stay live emits: their clients expect one or two arguments.
+
 Caveats:
 
 * gevent must patch the standard library before the application and its
@@ -48,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from oe_web_socketio.config import Config
 from oe_web_socketio.exceptions import ConfigError
 from oe_web_socketio.patch import patch
+from oe_web_socketio.pubsub import Address
 from oe_web_socketio.rooms import subscribers
 
 if TYPE_CHECKING:
@@ -61,6 +69,7 @@ __all__ = [
     "broadcast_channel",
     "config_from_settings",
     "current",
+    "publish",
     "script_tags",
     "send",
     "serve",
@@ -218,6 +227,17 @@ class SocketIOMiddleware:
         namespace instance): the event ``message`` with ``(message)``."""
         self.emit("message", message, to=sid, namespace=namespace)
 
+    def publish(
+        self, message: Any, channel: str | None = None, namespace: str | None = None
+    ) -> None:
+        """Publish *message* through the in-process broker, on *channel*
+        (``None``: to every socket) of *namespace* (``None``: of every
+        namespace): the event ``message`` with ``(message, channel,
+        position)``, replayed to clients that resume (see the module)."""
+        broker = self.application.broker
+        database = broker.default_database or ""
+        broker.publish(Address(database, namespace, channel), message)
+
     # --- serving
 
     def run(
@@ -305,6 +325,13 @@ def broadcast(message: Any, namespace: str | None = None) -> None:
 def broadcast_channel(message: Any, channel: str, namespace: str | None = None) -> None:
     """:meth:`SocketIOMiddleware.broadcast_channel` of :func:`current`."""
     current().broadcast_channel(message, channel, namespace)
+
+
+def publish(
+    message: Any, channel: str | None = None, namespace: str | None = None
+) -> None:
+    """:meth:`SocketIOMiddleware.publish` of :func:`current`."""
+    current().publish(message, channel, namespace)
 
 
 def send(sid: str, message: Any, namespace: str | None = None) -> None:

@@ -26,10 +26,10 @@ traceback (or the value) is logged once, on the logger
 :data:`~oe_web_socketio.hosts.HOST_FAILURE`; the server goes on serving
 the others.
 
-Identities of this host have no database (``db`` is ``None``): there is no
-database bridge, and messages go out live, in process (see
-:mod:`oe_web_socketio.wsgi`). Importing this module imports neither
-trytond nor gevent.
+Identities of this host have no database (``db`` is ``None``): its
+sockets belong to the one in-memory database of the process's broker
+(:mod:`oe_web_socketio.pubsub.local`; see :mod:`oe_web_socketio.wsgi`).
+Importing this module imports neither trytond nor gevent.
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ resume, long polling) knows only this interface; the composition root
 * the PostgreSQL outbox
   (:class:`~oe_web_socketio.pubsub.postgres.OutboxBroker`, durable): for
   a host with a database (Tryton);
-* :class:`LocalBroker` (not durable): a host without a database (a plain
-  WSGI application), which has no such messages: publishing is refused
-  and a resume only subscribes. Its live messages are python-socketio's
-  emits of this process (:meth:`Namespace.broadcast_channel
-  <oe_web_socketio.namespace.Namespace.broadcast_channel>`,
-  :mod:`oe_web_socketio.wsgi`), which are not a broker's.
+* :class:`~oe_web_socketio.pubsub.local.LocalBroker` (not durable, one
+  process): a host without a database (a plain WSGI application); its one
+  database lives in memory, with positions and a bounded history (see
+  :mod:`oe_web_socketio.pubsub.local`);
+* :data:`LOCAL` (:class:`NullBroker`): the default of the parts built
+  without a server (a namespace made by hand, in tests): it delivers
+  nothing, publishing is refused and a resume only subscribes.
 
 What a durable broker guarantees:
 
@@ -128,12 +129,14 @@ class Listening(Protocol):
 class Broker(Protocol):
     """Delivers messages published through a database to sockets.
 
-    :ivar durable: whether messages have positions, survive a restart of
-        this server and can be replayed; ``False``: every method but the
-        lifecycle ones refuses.
+    :ivar durable: whether messages survive a restart of this server.
+    :ivar replays: whether messages have positions and can be replayed;
+        ``False`` (:class:`NullBroker`): every method but the lifecycle
+        ones refuses.
     """
 
     durable: bool
+    replays: bool
 
     @property
     def default_database(self) -> str | None:
@@ -207,14 +210,15 @@ class Broker(Protocol):
         """
 
 
-class LocalBroker:
-    """The broker of a server without a database: nothing durable to
-    deliver. Publishing is refused (:data:`NO_BROKER`, ``unavailable``),
-    a long poll on a channel is :class:`DatabaseUnavailable`, and a
-    resume only subscribes (see :mod:`oe_web_socketio.resume`). It holds
-    no state: one instance serves any number of servers."""
+class NullBroker:
+    """The broker of a part built without a server: nothing to deliver.
+    Publishing is refused (:data:`NO_BROKER`, ``unavailable``), a long
+    poll on a channel is :class:`DatabaseUnavailable`, and a resume only
+    subscribes (see :mod:`oe_web_socketio.resume`). It holds no state:
+    one instance serves any number of parts."""
 
     durable = False
+    replays = False
     default_database: str | None = None
 
     def start(self) -> None:
@@ -264,5 +268,5 @@ class LocalBroker:
         raise DatabaseUnavailable(database, NO_BROKER)
 
 
-#: The broker of every socket whose server has no database.
-LOCAL = LocalBroker()
+#: The broker of the parts built without one (see :class:`NullBroker`).
+LOCAL = NullBroker()

@@ -174,8 +174,10 @@ class OutboxBroker:
         :attr:`history_max_count`).
     """
 
-    #: Messages have positions, and can be replayed.
+    #: Messages survive a restart of this server.
     durable = True
+    #: Messages have positions, and can be replayed.
+    replays = True
     #: Seconds a message is kept for clients that resume.
     history_max_age = 24 * 60 * 60.0
     #: Most messages kept for clients that resume.
