@@ -98,6 +98,31 @@ def test_module_functions_use_the_last_middleware(middleware, monkeypatch):
     ]
 
 
+def test_publish_goes_through_the_in_process_broker(middleware, monkeypatch):
+    sent = []
+    monkeypatch.setattr(
+        middleware.application.sio,
+        "emit",
+        lambda event, data, to=None, namespace=None: sent.append(
+            (event, data, to, namespace)
+        ),
+    )
+    broker = middleware.application.broker
+    wsgi.publish({"n": 1}, "room", namespace="/echo")
+    wsgi.publish("all")
+    first, second = broker.token("oe", 1), broker.token("oe", 2)
+    assert sorted(sent, key=str) == sorted(
+        [
+            ("message", ({"n": 1}, "room", first), "\0oe\0room", "/echo"),
+            ("message", ("all", None, second), "\0oe", "/echo"),
+            ("message", ("all", None, second), "\0oe", "/"),
+        ],
+        key=str,
+    )
+    kept = broker.replay("oe", 0, 2, namespace="/", channels=["room"])
+    assert [m.payload for m in kept] == ["all"]  # the first was /echo's
+
+
 def test_current_without_middleware(monkeypatch):
     monkeypatch.setattr(wsgi, "_state", {})
     with pytest.raises(RuntimeError, match="no SocketIOMiddleware"):
