@@ -97,8 +97,10 @@ class Config:
         must serve exactly :attr:`namespaces` and the routes of
         :attr:`longpolling_modules`.
     :ivar history_max_age: seconds a message published in the database is
-        kept for clients that resume (see :mod:`oe_web_socketio.bridge`);
-        a client away longer is told to resynchronise.
+        kept for clients that resume (see :mod:`oe_web_socketio.bridge`;
+        on a host without a database, in memory by
+        :mod:`oe_web_socketio.pubsub.local`); a client away longer is told
+        to resynchronise.
     :ivar history_max_count: most messages kept per database for clients
         that resume.
     :ivar bus_long_polling_timeout: seconds a poll of the Tryton bus
