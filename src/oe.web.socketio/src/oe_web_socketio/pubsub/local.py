@@ -137,6 +137,9 @@ class LocalBroker:
         if address.sid is None:  # messages to a socket are live only
             self.history.append((position, address, payload, now))
         self._forget(now)
+        # Taken before delivering (nothing yields in between): a payload
+        # python-socketio cannot encode raises, its position stays used.
+        self.delivered = position
         self.deliverer.deliver(
             self.database,
             position,
@@ -147,7 +150,6 @@ class LocalBroker:
             sid=address.sid,
             paths=self.deliverer.directory.paths(),
         )
-        self.delivered = position
 
     def head(self, database: str) -> int:
         """The position of the last message published."""
