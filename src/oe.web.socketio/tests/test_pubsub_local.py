@@ -124,3 +124,18 @@ def test_a_long_poll_gets_the_kept_ones_then_the_next_message():
     assert [m.payload for m in waiting.get(timeout=5)] == ["next"]
     with pytest.raises(TimeoutError):
         broker.wait_messages("oe", "news", None, 0.01)
+
+
+def test_a_payload_that_is_not_json_is_refused_and_takes_no_position():
+    server, broker = make()
+    alice = socket(server, broker, "a")
+    with pytest.raises(TypeError, match="must be JSON"):
+        alice.publish({"when": {1, 2}})
+    assert broker.head("oe") == 0
+    message = {"n": [1]}
+    alice.publish(message)
+    message["n"].append(2)  # the published copy is not the caller's object
+    ((payload, channel, token),) = messages(server, "a")
+    assert (payload, channel, broker.locate("oe", token)) == ({"n": [1]}, None, 1)
+    (replayed,) = broker.replay("oe", 0, 1, namespace="/", channels=())
+    assert replayed.payload == {"n": [1]}

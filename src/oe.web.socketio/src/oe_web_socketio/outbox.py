@@ -320,14 +320,21 @@ def publish(
             )
     if sid is not None and namespace is None:
         raise ValueError("a message to a socket (sid) needs its namespace")
+    cursor.execute(_INSERT, (channel, namespace, sid, encode(message)))
+    cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
+
+
+def encode(message: Any) -> str:
+    """*message* as the outbox keeps it: compact JSON, without help.
+
+    :raises TypeError: *message* is not JSON (a set, a ``datetime``, NaN).
+    """
     try:
-        payload = json.dumps(
+        return json.dumps(
             message, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
     except (TypeError, ValueError) as exc:
         raise TypeError(f"a message must be JSON: {exc}") from exc
-    cursor.execute(_INSERT, (channel, namespace, sid, payload))
-    cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
 
 
 def broadcast(cursor: Cursor, message: Any, namespace: str | None = None) -> None:

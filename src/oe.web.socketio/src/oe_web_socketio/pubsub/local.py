@@ -32,6 +32,7 @@ Guarantees, beside the outbox's (see :mod:`oe_web_socketio.pubsub`):
 from __future__ import annotations
 
 import collections
+import json
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -130,15 +131,19 @@ class LocalBroker:
         yield in between.
 
         :raises DatabaseUnavailable: *address* names another database.
+        :raises TypeError: *payload* is not JSON (as the outbox refuses it).
         """
         self._check(address.database)
+        # What subscribers get is a copy of what was published, as from the
+        # outbox, checked before it takes a position: a payload that cannot
+        # be encoded is refused, never kept for replay.
+        payload = json.loads(outbox.encode(payload))
         now = time.monotonic()
         position = self.delivered + 1
         if address.sid is None:  # messages to a socket are live only
             self.history.append((position, address, payload, now))
         self._forget(now)
-        # Taken before delivering (nothing yields in between): a payload
-        # python-socketio cannot encode raises, its position stays used.
+        # Taken before delivering (nothing yields in between).
         self.delivered = position
         self.deliverer.deliver(
             self.database,
