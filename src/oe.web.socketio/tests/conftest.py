@@ -106,6 +106,14 @@ class ServerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def wait(self) -> int:
+        """Wait until the server ends by itself (a signal the test sent it)
+        and return its status, its stderr read to the end. Not :meth:`stop`:
+        a second signal once its shutdown has begun ends it at once."""
+        self.process.wait(STOP_TIMEOUT)
+        self.stderr.join(STOP_TIMEOUT)
+        return self.process.returncode
+
     def stop(self) -> int:
         """Stop the server (SIGTERM, then SIGKILL) and return its status."""
         if self.process.poll() is None:

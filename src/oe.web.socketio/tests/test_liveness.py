@@ -223,7 +223,7 @@ def test_shutdown_does_not_wait_for_a_silent_client(liveness_server, silent_clie
     sock = open_silent_client(server.url)
     silent_clients.append(sock)
     server.process.send_signal(signal.SIGTERM)
-    assert server.stop() == 0
+    assert server.wait() == 0
     assert not [line for line in server.stderr.lines if "Killing" in line]
     header = recv_exactly(sock, 2)
     assert header[0] == 0x88, header  # the close frame, no text frame first

@@ -179,7 +179,7 @@ def test_a_garbage_flood_costs_a_few_lines(spawn_server, tmp_path):
     assert lines(server, refused, 3) == 3
     raw.close()
     server.process.send_signal(signal.SIGTERM)
-    assert server.stop() == 0
+    assert server.wait() == 0
     summaries = [
         f"… and 9 more from 127.0.0.1 like {template!r} in the last 60 s"
         for template in (
