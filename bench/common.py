@@ -17,7 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import gevent
@@ -142,6 +144,36 @@ def export_egg(commit: str, directory: Path) -> Path:
                 dirs_exist_ok=True,
             )
     return directory / EGG_SOURCES
+
+
+def measure_variants(
+    measure: Callable[[Path | None], dict[str, float]],
+    commits: Sequence[str],
+    reps: int,
+    prefix: str,
+    sources: Sequence[Path] = (),
+) -> dict[str, list[dict[str, float]]]:
+    """Run *measure* on each variant *reps* times, the variants interleaved
+    within each rep (so that a change of the machine's load touches them
+    all): the egg of each of *commits* (exported with :func:`export_egg`),
+    each source tree of *sources*, or, without either, this checkout
+    (*measure* given ``None``). Each result is printed to stderr as it
+    comes; return them by variant name."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=ROOT / "var") as tmp:
+        variants: list[tuple[str, Path | None]] = []
+        for index, commit in enumerate(commits):
+            directory = Path(tmp) / str(index)
+            directory.mkdir()
+            variants.append((commit, export_egg(commit, directory)))
+        variants += [(str(path), path) for path in sources]
+        variants = variants or [("checkout", None)]
+        results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+        for rep in range(reps):
+            for name, tree in variants:
+                result = measure(tree)
+                results[name].append(result)
+                print(f"# rep {rep + 1} {name}: {result}", file=sys.stderr)
+    return results
 
 
 def egg_launcher(commit: str | None, workdir: Path) -> tuple[Path, Path]:

@@ -23,12 +23,11 @@ import socket
 import statistics
 import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cpu_seconds, export_egg, free_port, stop, watchdog
+from common import cpu_seconds, free_port, measure_variants, stop, watchdog
 from poll_cost import start_server
 
 JOIN = '42/bench,1["join",{"room":"r"}]'
@@ -118,19 +117,12 @@ def main() -> None:
     watchdog(args.deadline)
     if args.client_cpu:
         os.sched_setaffinity(0, {int(args.client_cpu)})
-    with tempfile.TemporaryDirectory(prefix="idle-wake-", dir=ROOT / "var") as tmp:
-        variants: list[tuple[str, Path | None]] = []
-        for index, commit in enumerate(args.tree):
-            directory = Path(tmp) / str(index)
-            directory.mkdir()
-            variants.append((commit, export_egg(commit, directory)))
-        variants = variants or [("checkout", None)]
-        results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
-        for rep in range(args.reps):
-            for name, sources in variants:
-                result = measure(sources, args)
-                results[name].append(result)
-                print(f"# rep {rep + 1} {name}: {result}", file=sys.stderr)
+    results = measure_variants(
+        lambda sources: measure(sources, args),
+        args.tree,
+        args.reps,
+        "idle-wake-",
+    )
     print(
         "| egg | rounds | server µs per round trip (median of reps) | p50 µs | p99 µs |"
     )

@@ -33,7 +33,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,8 +41,8 @@ from common import (
     ROOT,
     cpu_seconds,
     die_with_parent,
-    export_egg,
     free_port,
+    measure_variants,
     stop,
     wait_accepting,
     watchdog,
@@ -217,20 +216,13 @@ def main() -> None:
     watchdog(args.deadline)
     if args.client_cpu:
         os.sched_setaffinity(0, {int(args.client_cpu)})
-    variants: list[tuple[str, Path | None]] = []
-    with tempfile.TemporaryDirectory(prefix="poll-cost-", dir=ROOT / "var") as tmp:
-        for index, commit in enumerate(args.tree):
-            directory = Path(tmp) / str(index)
-            directory.mkdir()
-            variants.append((commit, export_egg(commit, directory)))
-        variants += [(str(path), path) for path in args.sources]
-        variants = variants or [("checkout", None)]
-        results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
-        for rep in range(args.reps):
-            for name, sources in variants:
-                result = measure(sources, args)
-                results[name].append(result)
-                print(f"# rep {rep + 1} {name}: {result}", file=sys.stderr)
+    results = measure_variants(
+        lambda sources: measure(sources, args),
+        args.tree,
+        args.reps,
+        "poll-cost-",
+        args.sources,
+    )
     print(
         "| egg | headers | rounds | requests per round "
         "| server µs per request (median, min–max) | server µs per round |"
