@@ -77,15 +77,22 @@ def test_script_tags():
     )
 
 
-def test_module_functions_use_the_last_middleware(middleware, monkeypatch):
-    sent = []
+@pytest.fixture
+def sent(middleware, monkeypatch):
+    """What the middleware's python-socketio server is asked to emit:
+    (event, data, to, namespace), in order, nothing sent."""
+    emitted = []
     monkeypatch.setattr(
         middleware.application.sio,
         "emit",
-        lambda event, data, to=None, namespace=None: sent.append(
+        lambda event, data, to=None, namespace=None: emitted.append(
             (event, data, to, namespace)
         ),
     )
+    return emitted
+
+
+def test_module_functions_use_the_last_middleware(middleware, sent):
     assert wsgi.current() is middleware
     wsgi.broadcast_channel({"n": 1}, "room")
     wsgi.send("sid1", "hi", namespace="/echo")
@@ -98,15 +105,7 @@ def test_module_functions_use_the_last_middleware(middleware, monkeypatch):
     ]
 
 
-def test_publish_goes_through_the_in_process_broker(middleware, monkeypatch):
-    sent = []
-    monkeypatch.setattr(
-        middleware.application.sio,
-        "emit",
-        lambda event, data, to=None, namespace=None: sent.append(
-            (event, data, to, namespace)
-        ),
-    )
+def test_publish_goes_through_the_in_process_broker(middleware, sent):
     broker = middleware.application.broker
     wsgi.publish({"n": 1}, "room", namespace="/echo")
     wsgi.publish("all")
