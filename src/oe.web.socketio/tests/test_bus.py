@@ -26,9 +26,10 @@ from oe_web_socketio.exceptions import (
 from oe_web_socketio.hosts.tryton.bus import (
     MessageCache,
     TrytonBus,
-    allow_subscribe,
     own_channels,
 )
+from oe_web_socketio.hosts.tryton.host import TrytonHost
+from oe_web_socketio.hosts.tryton.settings import TrytonSettings
 from oe_web_socketio.routing import Router
 from oe_web_socketio.server import Server
 
@@ -132,7 +133,10 @@ def test_many_messages_on_one_channel_compact_its_log():
     assert next_id(cache, {"a"}, "999", now=1) is None
 
 
-# --- allow_subscribe, from trytond's configuration
+# --- allow_subscribe, from trytond's configuration (read with the rest of it)
+
+#: The one option trytond.conf must have for the server to read it.
+DATABASE_URI = "[database]\nuri = postgresql:///\n"
 
 
 @pytest.mark.parametrize(
@@ -141,21 +145,21 @@ def test_many_messages_on_one_channel_compact_its_log():
 )
 def test_allow_subscribe_reads_trytond_configuration(tmp_path, text, expected):
     path = tmp_path / "trytond.conf"
-    path.write_text(text)
-    assert allow_subscribe(str(path)) is expected
+    path.write_text(DATABASE_URI + text)
+    assert TrytonSettings.from_config_file(str(path)).allow_subscribe is expected
 
 
 def test_allow_subscribe_refuses_a_non_boolean(tmp_path):
     path = tmp_path / "trytond.conf"
-    path.write_text("[bus]\nallow_subscribe = maybe\n")
+    path.write_text(DATABASE_URI + "[bus]\nallow_subscribe = maybe\n")
     with pytest.raises(ConfigError) as info:
-        allow_subscribe(str(path))
+        TrytonSettings.from_config_file(str(path))
     assert info.value.key == "[bus] allow_subscribe"
     assert "not a boolean" in str(info.value)
 
 
 def test_no_trytond_configuration_no_bus():
-    assert allow_subscribe(None) is False
+    assert TrytonHost.from_config(Config()) is None
 
 
 # --- polls over HTTP

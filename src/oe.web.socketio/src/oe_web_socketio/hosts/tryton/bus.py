@@ -91,7 +91,6 @@ from oe_web_socketio.exceptions import (
     DatabaseUnavailable,
     HTTPError,
 )
-from oe_web_socketio.hosts.tryton.settings import allow_subscribe
 from oe_web_socketio.routing import Request, Response, Route
 
 __all__ = [
@@ -101,7 +100,6 @@ __all__ = [
     "Message",
     "MessageCache",
     "TrytonBus",
-    "allow_subscribe",
     "own_channels",
 ]
 

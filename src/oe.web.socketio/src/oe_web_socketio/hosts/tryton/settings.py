@@ -28,7 +28,6 @@ from oe_web_socketio.exceptions import ConfigError
 __all__ = [
     "DEFAULT_SESSION_MAX_AGE",
     "TrytonSettings",
-    "allow_subscribe",
     "database_uri",
 ]
 
@@ -124,18 +123,6 @@ def database_uri(uri: str, database: str) -> str:
     path = "/" + urllib.parse.quote(database, safe="")
     query = f"?{parts.query}" if parts.query else ""
     return f"postgresql://{parts.netloc}{path}{query}"
-
-
-def allow_subscribe(trytond_config: str | None) -> bool:
-    """trytond's ``[bus] allow_subscribe`` in the file *trytond_config*
-    (``False``, trytond's default, when absent or without a file).
-
-    :raises ConfigError: the file cannot be read, or the value is not a
-        boolean.
-    """
-    if trytond_config is None:
-        return False
-    return _allow_subscribe(read_ini(trytond_config), trytond_config)
 
 
 def _allow_subscribe(parser: configparser.ConfigParser, source: str) -> bool:
