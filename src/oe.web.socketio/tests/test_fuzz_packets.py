@@ -148,15 +148,20 @@ def test_engineio_payload_check_raises_only_its_error(body):
 )
 def test_engineio_payload_round_trip(packets):
     body = eio_payload.Payload(packets=packets).encode().encode()
+    # python-engineio's own encoding is ambiguous: a text message that
+    # starts with a digit or holds the separator cannot come back as sent;
+    # it is refused, or read as other packets ("4\x1e1": a message, then
+    # a close).
+    ambiguous = any(
+        isinstance(p.data, str) and ("\x1e" in p.data or p.data[:1].isdigit())
+        for p in packets
+    )
     try:
         decoded = decode_engineio_payload(body)
     except EngineIOPacketError as exc:
-        # python-engineio's own encoding is ambiguous: a text message that
-        # starts with a digit or holds the separator cannot come back.
-        assert any(
-            isinstance(p.data, str) and ("\x1e" in p.data or p.data[:1].isdigit())
-            for p in packets
-        ), exc
+        assert ambiguous, exc
+        return
+    if ambiguous:
         return
     for sent, received in zip(packets, decoded, strict=True):
         assert received.packet_type == sent.packet_type
