@@ -633,7 +633,7 @@ def test_database_unavailable_while_authenticating_is_503_with_retry_after(
 
 
 def test_listening_without_a_database_bridge_is_503(caplog):
-    # Routes served without a server's broker (pubsub.LOCAL, the default)
+    # Routes served without a server's broker (pubsub.NULL, the default)
     # have nothing to listen to: 503 (a WSGI host's: test_pubsub_local.py).
     registry = lp.LongPolling()
 

@@ -152,7 +152,7 @@ class RoomsOnly:
 
 
 def test_without_a_database_resume_only_subscribes_and_publish_is_refused():
-    # A namespace built without a server's broker (pubsub.LOCAL): nothing
+    # A namespace built without a server's broker (pubsub.NULL): nothing
     # to replay or publish through (a WSGI host's: test_pubsub_local.py).
     server = RoomsOnly()
     namespace = Namespace(server, "/", "sid", Request({}, "127.0.0.1"))

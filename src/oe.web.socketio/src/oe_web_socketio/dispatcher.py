@@ -106,7 +106,7 @@ class DispatchSettings:
         trusted_proxies: tuple[str, ...] = (),
         max_event_size: int = 65_536,
         message_log_format: str | None = None,
-        broker: Broker = pubsub.LOCAL,
+        broker: Broker = pubsub.NULL,
         host: Host | None = None,
     ) -> None:
         self.broker = broker

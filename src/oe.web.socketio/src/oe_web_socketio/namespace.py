@@ -221,7 +221,7 @@ class Namespace(Channels, Delivery, Jobs):
         sid: str,
         request: Request,
         authenticator: auth.Authenticator | None = None,
-        broker: Broker = pubsub.LOCAL,
+        broker: Broker = pubsub.NULL,
         host: Host | None = None,
     ) -> None:
         self.server = server
@@ -250,7 +250,7 @@ class Namespace(Channels, Delivery, Jobs):
         #: What delivers the messages published through the database
         #: (:mod:`oe_web_socketio.pubsub`); a server without a database has
         #: the in-process one; a namespace built by hand
-        #: :data:`~oe_web_socketio.pubsub.LOCAL`, which delivers none.
+        #: :data:`~oe_web_socketio.pubsub.NULL`, which delivers none.
         self.broker = broker
         #: The adapter of this socket (its queue: :attr:`adapter_queue`).
         self.adapter: Adapter | None = None
@@ -308,7 +308,7 @@ class Namespace(Channels, Delivery, Jobs):
         """The database whose messages this socket receives: the user's,
         or for an anonymous socket, or a user of a host without databases
         (whose identities name none), the broker's database: the server's
-        first one (``None`` for :data:`~oe_web_socketio.pubsub.LOCAL`)."""
+        first one (``None`` for :data:`~oe_web_socketio.pubsub.NULL`)."""
         if self.identity is not None and self.identity.db is not None:
             return self.identity.db
         return self.broker.default_database

@@ -32,7 +32,7 @@ messages keep coming faster than it reads them: five reasons, one log
 line each. The socket is subscribed and back on the live path in every
 case, an exception too.
 
-A broker that does not replay (:data:`~oe_web_socketio.pubsub.LOCAL`, of
+A broker that does not replay (:data:`~oe_web_socketio.pubsub.NULL`, of
 a namespace built without a server) has nothing to replay: the socket
 only subscribes, and is answered ``{"position": null, "replayed": 0}``.
 The in-process broker of a plain WSGI host replays from its history.

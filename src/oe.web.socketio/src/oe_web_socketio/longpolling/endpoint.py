@@ -73,7 +73,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     max_body: int = 1_000_000
     orm: ORM | None = None
-    broker: Broker = pubsub.LOCAL
+    broker: Broker = pubsub.NULL
     host: Host = dataclasses.field(default_factory=SessionHost)
 
 

@@ -87,7 +87,7 @@ def load_routes(
 def longpolling_endpoints(
     config: Config,
     host: Host | None,
-    broker: Broker = pubsub.LOCAL,
+    broker: Broker = pubsub.NULL,
 ) -> list[Endpoint]:
     """The endpoints of the long-polling routes *config* asks for: those of
     the entry point group (unless ``load_entry_points`` is off) and of
@@ -122,7 +122,7 @@ def serve_longpolling(
     router: Router,
     config: Config,
     host: Host | None,
-    broker: Broker = pubsub.LOCAL,
+    broker: Broker = pubsub.NULL,
 ) -> list[Endpoint]:
     """Serve on *router* the endpoints of :func:`longpolling_endpoints`.
 

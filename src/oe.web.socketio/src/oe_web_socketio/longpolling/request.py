@@ -113,7 +113,7 @@ class LongPollingRequest:
         timeout: float,
         orm: ORM | None,
         started: float | None = None,
-        broker: Broker = pubsub.LOCAL,
+        broker: Broker = pubsub.NULL,
         host: Host | None = None,
     ) -> None:
         self.broker = broker

@@ -14,7 +14,7 @@ resume, long polling) knows only this interface; the composition root
   process): a host without a database (a plain WSGI application); its one
   database lives in memory, with positions and a bounded history (see
   :mod:`oe_web_socketio.pubsub.local`);
-* :data:`LOCAL` (:class:`NullBroker`): the default of the parts built
+* :data:`NULL` (:class:`NullBroker`): the default of the parts built
   without a server (a namespace made by hand, in tests): it delivers
   nothing, publishing is refused and a resume only subscribes.
 
@@ -269,4 +269,4 @@ class NullBroker:
 
 
 #: The broker of the parts built without one (see :class:`NullBroker`).
-LOCAL = NullBroker()
+NULL = NullBroker()
