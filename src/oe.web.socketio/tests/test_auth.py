@@ -17,10 +17,16 @@ from oe_web_socketio.auth import (
     parse_session,
 )
 from oe_web_socketio.exceptions import AuthenticationError
+from oe_web_socketio.hosts.tryton.sessions import SESSION_COOKIE
 
 pytestmark = pytest.mark.timeout(10)
 
 KEY = "0123456789abcdef" * 4
+
+
+def read_credentials(environ: dict, auth: object) -> Credentials | None:
+    """What a host whose sessions come in Tryton's cookie reads."""
+    return credentials_from_request(environ, auth, SESSION_COOKIE)
 
 
 def b64(text: str) -> str:
@@ -106,14 +112,23 @@ def environ(header: str | None = None, cookie: str | None = None) -> dict:
     return env
 
 
+def test_cookies_are_read_only_when_the_host_names_one():
+    env = environ(cookie=f"tryton_session=admin:1:{COOKIE_KEY}")
+    assert credentials_from_request(env, None) is None
+    assert credentials_from_request(env, None, "other") is None
+    assert credentials_from_request(env, None, "tryton_session") == Credentials(
+        "admin", 1, COOKIE_KEY
+    )
+
+
 def test_nothing_presented():
-    assert credentials_from_request(environ(), None) is None
-    assert credentials_from_request(environ(), {}) is None
-    assert credentials_from_request(environ(), {"database": "oe"}) is None
+    assert read_credentials(environ(), None) is None
+    assert read_credentials(environ(), {}) is None
+    assert read_credentials(environ(), {"database": "oe"}) is None
 
 
 def test_payload_wins_over_header_and_cookie():
-    credentials = credentials_from_request(
+    credentials = read_credentials(
         environ(
             header=f"Session {b64(f'header:2:{HEADER_KEY}')}",
             cookie=f"tryton_session=cookie:3:{COOKIE_KEY}",
@@ -124,7 +139,7 @@ def test_payload_wins_over_header_and_cookie():
 
 
 def test_header_wins_over_cookie_and_takes_the_payload_database():
-    credentials = credentials_from_request(
+    credentials = read_credentials(
         environ(
             header=f"Session {b64(f'header:2:{HEADER_KEY}')}",
             cookie=f"tryton_session=cookie:3:{COOKIE_KEY}",
@@ -136,7 +151,7 @@ def test_header_wins_over_cookie_and_takes_the_payload_database():
 
 @pytest.mark.parametrize("scheme", ["Session", "session", "SESSION"])
 def test_header_scheme_is_case_insensitive(scheme):
-    credentials = credentials_from_request(
+    credentials = read_credentials(
         environ(header=f"{scheme} {b64(f'header:2:{HEADER_KEY}')}"), None
     )
     assert credentials == Credentials("header", 2, HEADER_KEY)
@@ -146,14 +161,14 @@ def test_header_scheme_is_case_insensitive(scheme):
     "header", ["Basic YWRtaW46YWRtaW4=", "Bearer abc", "Session", "Session ", ""]
 )
 def test_other_or_empty_authorization_falls_back_to_the_cookie(header):
-    credentials = credentials_from_request(
+    credentials = read_credentials(
         environ(header=header, cookie=f"tryton_session=cookie:3:{COOKIE_KEY}"), None
     )
     assert credentials == Credentials("cookie", 3, COOKIE_KEY)
 
 
 def test_cookie_alone():
-    credentials = credentials_from_request(
+    credentials = read_credentials(
         environ(cookie=f"tryton_session=admin:1:{COOKIE_KEY}"), {"database": "oe"}
     )
     assert credentials == Credentials("admin", 1, COOKIE_KEY, "oe")
@@ -173,7 +188,7 @@ def test_cookie_alone():
     ],
 )
 def test_cookie_among_others(cookie):
-    credentials = credentials_from_request(environ(cookie=cookie), None)
+    credentials = read_credentials(environ(cookie=cookie), None)
     assert credentials == Credentials("admin", 1, COOKIE_KEY)
 
 
@@ -181,15 +196,13 @@ def test_cookie_quoted_by_werkzeug():
     # werkzeug.http.dump_cookie("tryton_session", "jérôme d:7:<key>"): a
     # space and non-ASCII letters make it quote, bytes as octal escapes.
     quoted = '"j\\303\\251r\\303\\264me d:7:' + COOKIE_KEY + '"'
-    credentials = credentials_from_request(
-        environ(cookie=f"tryton_session={quoted}"), None
-    )
+    credentials = read_credentials(environ(cookie=f"tryton_session={quoted}"), None)
     assert credentials == Credentials("jérôme d", 7, COOKIE_KEY)
 
 
 def test_cookie_of_another_name_is_ignored():
     cookie = f"xtryton_session=admin:1:{KEY}; tryton_sessionx=admin:1:{KEY}"
-    assert credentials_from_request(environ(cookie=cookie), None) is None
+    assert read_credentials(environ(cookie=cookie), None) is None
 
 
 @pytest.mark.parametrize(
@@ -209,12 +222,12 @@ def test_cookie_of_another_name_is_ignored():
 )
 def test_malformed_credentials_are_refused(auth, header, cookie, reason):
     with pytest.raises(AuthenticationError) as info:
-        credentials_from_request(environ(header=header, cookie=cookie), auth)
+        read_credentials(environ(header=header, cookie=cookie), auth)
     assert str(info.value) == reason
 
 
 def test_an_empty_cookie_counts_as_none():
-    assert credentials_from_request(environ(cookie="tryton_session="), None) is None
+    assert read_credentials(environ(cookie="tryton_session="), None) is None
 
 
 # -- the cookie from another origin -----------------------------------------
@@ -247,7 +260,7 @@ def browser_environ(site: str | None = None, origin: str | None = None) -> dict:
     ],
 )
 def test_the_cookie_is_accepted_from_our_own_origin(site, origin):
-    credentials = credentials_from_request(browser_environ(site, origin), None)
+    credentials = read_credentials(browser_environ(site, origin), None)
     assert credentials == Credentials("admin", 1, COOKIE_KEY)
     assert from_own_origin(browser_environ(site, origin))
 
@@ -269,7 +282,7 @@ def test_the_cookie_is_accepted_from_our_own_origin(site, origin):
 )
 def test_the_cookie_is_refused_from_another_origin(site, origin):
     with pytest.raises(AuthenticationError) as info:
-        credentials_from_request(browser_environ(site, origin), None)
+        read_credentials(browser_environ(site, origin), None)
     assert str(info.value) == CROSS_ORIGIN_COOKIE
     assert not from_own_origin(browser_environ(site, origin))
 
@@ -278,9 +291,9 @@ def test_credentials_a_page_presents_are_not_ambient():
     # Another origin may present a session itself (CORS decides).
     env = browser_environ("cross-site", "https://partner.example.org")
     env["HTTP_AUTHORIZATION"] = f"Session {b64(f'bob:2:{HEADER_KEY}')}"
-    assert credentials_from_request(env, None) == Credentials("bob", 2, HEADER_KEY)
+    assert read_credentials(env, None) == Credentials("bob", 2, HEADER_KEY)
     payload = {"session": b64(f"eve:3:{PAYLOAD_KEY}")}
-    assert credentials_from_request(env, payload) == Credentials("eve", 3, PAYLOAD_KEY)
+    assert read_credentials(env, payload) == Credentials("eve", 3, PAYLOAD_KEY)
 
 
 def test_same_origin():

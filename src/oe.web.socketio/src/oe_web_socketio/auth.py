@@ -8,8 +8,15 @@ present it, in order of precedence:
    "database": "oe"}`` (``database`` optional), the way the web client
    builds its ``Authorization: Session …`` header;
 2. in an ``Authorization: Session base64("login:uid:key")`` header;
-3. in Tryton 8's ``tryton_session`` cookie, ``login:uid:key`` unencoded
-   (browsers send it only to URLs under ``/<database>/``, its path).
+3. in a cookie, ``login:uid:key`` unencoded, when the host names one
+   (:attr:`~oe_web_socketio.hosts.SessionHost.session_cookie`: Tryton 8's
+   ``tryton_session``, which browsers send only to URLs under
+   ``/<database>/``, its path; a server without a host reads no cookie).
+
+The session's format is the server's protocol, that of the web clients of
+the OpenERP family, which any :class:`Authenticator` may validate; which
+cookie carries it is the host's (Tryton's, in
+:mod:`oe_web_socketio.hosts.tryton.sessions`).
 
 The cookie is an ambient credential: the browser sends it with every
 request to its path, whichever page makes the request, and ``SameSite``
@@ -42,9 +49,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from oe_web_socketio.exceptions import AuthenticationError
-
-#: The cookie Tryton 8 sets on login (``login:uid:key``, path ``/<db>``).
-SESSION_COOKIE = "tryton_session"
 
 #: ``Sec-Fetch-Site`` of a request a page of the origin it is sent to made
 #: (``same-origin``), or the user (an address typed, a bookmark: ``none``).
@@ -129,12 +133,14 @@ def _split_session(decoded: str, database: str | None) -> Credentials:
 
 
 def credentials_from_request(
-    environ: Mapping[str, Any], auth: Any
+    environ: Mapping[str, Any], auth: Any, cookie: str | None = None
 ) -> Credentials | None:
     """The credentials a connecting client presents, or ``None`` if none.
 
     :param environ: the WSGI environ of the handshake request.
     :param auth: the Socket.IO ``auth`` payload (any JSON value, or None).
+    :param cookie: the name of the cookie that may carry a session (the
+        host's), or ``None``: cookies are not read.
     :raises AuthenticationError: credentials are present but malformed.
     """
     if auth is not None:
@@ -154,11 +160,13 @@ def credentials_from_request(
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "session" and value:
         return parse_session(value, database)
-    cookie = _cookie(environ.get("HTTP_COOKIE", ""), SESSION_COOKIE)
-    if cookie:
+    if cookie is None:
+        return None
+    value = _cookie(environ.get("HTTP_COOKIE", ""), cookie)
+    if value:
         if not from_own_origin(environ):
             raise AuthenticationError(CROSS_ORIGIN_COOKIE)
-        return _split_session(cookie, database)
+        return _split_session(value, database)
     return None
 
 

@@ -160,7 +160,13 @@ class Dispatcher(socketio.Namespace):
         self.host: Host = (
             settings.host
             if namespace_class.authenticator is None
-            else SessionHost(namespace_class.authenticator)
+            else SessionHost(
+                namespace_class.authenticator,
+                # The cookie of the server's sessions, if it has any.
+                session_cookie=settings.host.session_cookie
+                if isinstance(settings.host, SessionHost)
+                else None,
+            )
         )
         self.sockets: dict[str, Namespace] = {}
         #: Handler, signature and arity of each event name, found once.

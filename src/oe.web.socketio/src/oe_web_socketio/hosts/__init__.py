@@ -185,6 +185,10 @@ class SessionHost(Host):
         presented is refused (:data:`NO_AUTHENTICATOR`), anonymous clients
         are let through. A server built without a host uses this one, and
         a namespace class with an authenticator of its own one with it.
+    :param session_cookie: the cookie that may carry a session besides the
+        ``auth`` payload and the ``Authorization`` header (see
+        :func:`oe_web_socketio.auth.credentials_from_request`), or ``None``
+        (the class's :attr:`session_cookie`).
 
     Its refusals of a plain HTTP request are logged once: a malformed
     session or a missing authenticator here, a session refused by the
@@ -193,8 +197,20 @@ class SessionHost(Host):
 
     name = "sessions"
 
-    def __init__(self, authenticator: Authenticator | None = None) -> None:
+    #: The cookie of the host's sessions (Tryton's ``tryton_session``);
+    #: ``None``: sessions come in the ``auth`` payload or the
+    #: ``Authorization`` header only.
+    session_cookie: str | None = None
+
+    def __init__(
+        self,
+        authenticator: Authenticator | None = None,
+        *,
+        session_cookie: str | None = None,
+    ) -> None:
         self.authenticator = authenticator
+        if session_cookie is not None:
+            self.session_cookie = session_cookie
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.authenticator!r}>"
@@ -203,7 +219,7 @@ class SessionHost(Host):
         self, environ: Mapping[str, Any], auth: Any, address: str | None
     ) -> Identity | None:
         """The session the client presents, validated; ``None`` without."""
-        credentials = credentials_from_request(environ, auth)
+        credentials = credentials_from_request(environ, auth, self.session_cookie)
         if credentials is None:
             return None
         return self.check(credentials, address)
@@ -220,7 +236,7 @@ class SessionHost(Host):
         :raises DatabaseUnavailable: it cannot be checked now.
         """
         try:
-            credentials = credentials_from_request(environ, None)
+            credentials = credentials_from_request(environ, None, self.session_cookie)
             if credentials is not None and self.authenticator is None:
                 raise AuthenticationError(NO_AUTHENTICATOR)
         except AuthenticationError as exc:

@@ -91,6 +91,7 @@ from oe_web_socketio.exceptions import (
     DatabaseUnavailable,
     HTTPError,
 )
+from oe_web_socketio.hosts.tryton.sessions import SESSION_COOKIE
 from oe_web_socketio.routing import Request, Response, Route
 
 __all__ = [
@@ -444,7 +445,9 @@ class TrytonBus:
         """
         address = auth.client_address(request.environ, self.trusted_proxies)
         try:
-            credentials = auth.credentials_from_request(request.environ, None)
+            credentials = auth.credentials_from_request(
+                request.environ, None, SESSION_COOKIE
+            )
             if credentials is None:
                 raise AuthenticationError("no session")
             if self.authenticator is None:

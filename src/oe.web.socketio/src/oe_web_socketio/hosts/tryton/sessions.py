@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("oe_web_socketio.auth")
 
+#: The cookie Tryton 8 sets on login (``login:uid:key``, path ``/<db>``).
+SESSION_COOKIE = "tryton_session"
+
 #: The header naming the database of a plain HTTP request.
 DATABASE_HEADER = "X-Tryton-Database"
 
@@ -212,6 +215,7 @@ class TrytonSessions(SessionHost):
     """
 
     name = "tryton"
+    session_cookie = SESSION_COOKIE
 
     def named_database(self, environ: Mapping[str, Any]) -> str | None:
         """The database of :data:`DATABASE_HEADER`, if the request has one."""
