@@ -63,10 +63,11 @@ def publisher(scratch_connect) -> psycopg.Connection:
 def bridge(scratch_database) -> Bridge:
     uri, name = scratch_database
     server = RecordingServer()
-    dispatchers = {"/": SimpleNamespace(sockets={})}
+    directory = SocketDirectory()
+    directory.add("/", SimpleNamespace(sockets={}))
     return Bridge(
         server,
-        SocketDirectory(lambda: dispatchers),
+        directory,
         pools=None,  # type: ignore[arg-type] - replays are not tested here
         conninfo=lambda database: uri,
         databases=[name],

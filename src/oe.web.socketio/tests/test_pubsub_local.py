@@ -37,11 +37,18 @@ class Server:
             self.received.setdefault(sid, []).append((event, *data))
 
 
+def directory() -> SocketDirectory:
+    """A directory serving ``/``, whose sockets the tests never look up."""
+    served = SocketDirectory()
+    served.add("/", None)
+    return served
+
+
 def make(count: int = 100) -> tuple[Server, LocalBroker]:
     server = Server()
     broker = LocalBroker(
         server,
-        SocketDirectory(lambda: {"/": None}),
+        directory(),
         "oe",
         history_max_count=count,
     )

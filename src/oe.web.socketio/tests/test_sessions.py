@@ -14,6 +14,7 @@ from typing import Any
 
 import gevent
 import pytest
+from oe_web_socketio.directory import SocketDirectory
 from oe_web_socketio.protocol import AUTHENTICATION_FAILED
 from oe_web_socketio.sessions import SESSION_ENDED, SessionWatch
 
@@ -55,9 +56,10 @@ class Dispatcher:
 
 
 def watch_of(*dispatchers: Dispatcher, interval: float = 60.0) -> SessionWatch:
-    return SessionWatch(
-        lambda: {f"/ns{i}": d for i, d in enumerate(dispatchers)}, interval
-    )
+    directory = SocketDirectory()
+    for i, dispatcher in enumerate(dispatchers):
+        directory.add(f"/ns{i}", dispatcher)
+    return SessionWatch(directory, interval)
 
 
 def test_a_session_that_ended_is_told_and_disconnected(caplog):
@@ -133,13 +135,18 @@ def test_the_watch_checks_every_interval_and_survives_a_failed_round(caplog):
     gone = Socket("gone", valid=False)
     rounds: list[int] = []
 
-    def dispatchers() -> dict[str, Dispatcher]:
-        rounds.append(len(rounds))
-        if len(rounds) == 1:
-            raise RuntimeError("the first round fails")
-        return {"/": Dispatcher(gone)}
+    class FailingFirst(SocketDirectory):
+        __slots__ = ()
 
-    watch = SessionWatch(dispatchers, interval=0.01)
+        def sockets(self) -> list[Any]:
+            rounds.append(len(rounds))
+            if len(rounds) == 1:
+                raise RuntimeError("the first round fails")
+            return super().sockets()
+
+    directory = FailingFirst()
+    directory.add("/", Dispatcher(gone))
+    watch = SessionWatch(directory, interval=0.01)
     watch.start()
     try:
         with gevent.Timeout(5):

@@ -40,7 +40,7 @@ from oe_web_socketio import __version__, logs, pubsub
 from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.config import Config
 from oe_web_socketio.directory import SocketDirectory
-from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings
+from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.health import health_route
 from oe_web_socketio.hosts import Host
 from oe_web_socketio.limits import set_limits
@@ -158,12 +158,14 @@ def sockets(
     host: Host | None,
     sio: Server,
     broker: pubsub.Broker,
+    directory: SocketDirectory,
     namespaces: Mapping[str, type[Namespace]] | None,
 ) -> SocketIO:
     """The namespaces served on *sio*, in this order: those of the entry
     point group (unless ``load_entry_points`` is off), of
     :attr:`Config.namespaces`, of *namespaces*, and at ``/``, unless one of
-    them took it, the base :class:`~oe_web_socketio.namespace.Namespace`.
+    them took it, the base :class:`~oe_web_socketio.namespace.Namespace`;
+    their dispatchers are added to *directory*.
 
     :raises NamespaceError: a namespace cannot be registered.
     """
@@ -176,6 +178,7 @@ def sockets(
             broker=broker,
             host=host,
         ),
+        directory,
     )
     if config.load_entry_points:
         served.load_entry_points()
@@ -189,15 +192,14 @@ def sockets(
 
 
 def session_watch(
-    config: Config,
-    host: Host | None,
-    dispatchers: Callable[[], Mapping[str, Dispatcher]],
+    config: Config, host: Host | None, directory: SocketDirectory
 ) -> SessionWatch | None:
-    """The check of connected sessions (``session_check_interval``), when
-    the server has a host to ask; ``None`` otherwise."""
+    """The check of the sessions of *directory*'s sockets
+    (``session_check_interval``), when the server has a host to ask;
+    ``None`` otherwise."""
     if host is None or config.session_check_interval <= 0:
         return None
-    return SessionWatch(dispatchers, config.session_check_interval)
+    return SessionWatch(directory, config.session_check_interval)
 
 
 def served_databases(config: Config, host: Host | None) -> tuple[str, ...]:
@@ -251,13 +253,15 @@ class Application:
         # broker that delivers to them, the namespaces, the watch of their
         # sessions, the long-polling routes, the router of every route.
         self.sio = engine(config)
-        # Late bound: the dispatchers exist once the namespaces are served.
-        directory = SocketDirectory(lambda: self.socketio.dispatchers)
+        # Empty until the namespaces are served (sockets() fills it).
+        directory = SocketDirectory()
         self.broker = broker(config, host, self.sio, directory)
         #: The outbox's broker, or ``None`` on a host without a database.
         self.bridge = self.broker if isinstance(self.broker, OutboxBroker) else None
-        self.socketio = sockets(config, host, self.sio, self.broker, namespaces)
-        self.sessions = session_watch(config, host, lambda: self.socketio.dispatchers)
+        self.socketio = sockets(
+            config, host, self.sio, self.broker, directory, namespaces
+        )
+        self.sessions = session_watch(config, host, directory)
         # Raises RouteError, ConfigError (loads the host's models with routes).
         self.longpolling = longpolling_endpoints(config, host, self.broker)
         counters: dict[str, Callable[[], Any]] = {

@@ -21,7 +21,6 @@ interval, one socket at a time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import gevent
@@ -29,7 +28,7 @@ import gevent
 from oe_web_socketio.protocol import AUTHENTICATION_FAILED
 
 if TYPE_CHECKING:
-    from oe_web_socketio.dispatcher import Dispatcher
+    from oe_web_socketio.directory import SocketDirectory
     from oe_web_socketio.namespace import Namespace
 
 logger = logging.getLogger(__name__)
@@ -41,14 +40,12 @@ SESSION_ENDED = "invalid or expired session"
 class SessionWatch:
     """Checks the sessions of connected sockets every *interval* seconds.
 
-    :param dispatchers: the dispatcher of each namespace path, now.
+    :param directory: the connected sockets.
     :param interval: seconds between two rounds (after the end of one).
     """
 
-    def __init__(
-        self, dispatchers: Callable[[], Mapping[str, Dispatcher]], interval: float
-    ) -> None:
-        self.dispatchers = dispatchers
+    def __init__(self, directory: SocketDirectory, interval: float) -> None:
+        self.directory = directory
         self.interval = interval
         #: Sockets ended because their session had ended, since the start.
         self.ended = 0
@@ -78,18 +75,17 @@ class SessionWatch:
     def check_all(self) -> int:
         """Check every authenticated socket once; return how many ended."""
         ended = 0
-        for dispatcher in list(self.dispatchers().values()):
-            for socket in list(dispatcher.sockets.values()):
-                if socket.identity is None or not socket.connected:
-                    continue
-                try:
-                    if socket.recheck() is False and socket.connected:
-                        self.end(socket)
-                        ended += 1
-                except Exception:  # logged; the others go on
-                    logger.exception("Cannot check the session of %r", socket)
-                # Let the other greenlets run between two queries.
-                gevent.sleep(0)
+        for socket in self.directory.sockets():
+            if socket.identity is None or not socket.connected:
+                continue
+            try:
+                if socket.recheck() is False and socket.connected:
+                    self.end(socket)
+                    ended += 1
+            except Exception:  # logged; the others go on
+                logger.exception("Cannot check the session of %r", socket)
+            # Let the other greenlets run between two queries.
+            gevent.sleep(0)
         return ended
 
     def end(self, socket: Namespace) -> None:

@@ -30,7 +30,6 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
-from types import MappingProxyType
 from typing import Any
 
 import engineio
@@ -40,6 +39,7 @@ from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
 from oe_web_socketio import auth, logs
+from oe_web_socketio.directory import SocketDirectory
 from oe_web_socketio.dispatcher import Dispatcher, DispatchSettings, UnknownNamespace
 from oe_web_socketio.exceptions import (
     DuplicateNamespaceError,
@@ -409,13 +409,20 @@ class SocketIO:
         :class:`~oe_web_socketio.protocol.Packet`
         (see :func:`oe_web_socketio.app.socketio_options`).
     :param settings: what the dispatchers need of the configuration.
+    :param directory: where the sockets are found (the broker's); each
+        dispatcher registered is added to it. ``None``: one of its own.
     """
 
-    def __init__(self, server: socketio.Server, settings: DispatchSettings) -> None:
+    def __init__(
+        self,
+        server: socketio.Server,
+        settings: DispatchSettings,
+        directory: SocketDirectory | None = None,
+    ) -> None:
         self.server = server
         self.settings = settings
+        self.directory = directory if directory is not None else SocketDirectory()
         self._registrations: dict[str, Registration] = {}
-        self._dispatchers: dict[str, Dispatcher] = {}
         server.register_namespace(UnknownNamespace(settings.trusted_proxies))
 
     @property
@@ -426,14 +433,15 @@ class SocketIO:
     @property
     def dispatchers(self) -> Mapping[str, Dispatcher]:
         """The dispatcher serving each path (a read-only view)."""
-        return MappingProxyType(self._dispatchers)
+        return self.directory.dispatchers
 
     def dispatcher(self, path: str) -> Dispatcher:
         """The dispatcher serving *path*.
 
         :raises KeyError: no namespace is registered at *path*.
         """
-        return self._dispatchers[path]
+        dispatcher: Dispatcher = self.directory.dispatchers[path]
+        return dispatcher
 
     def add_namespace(
         self,
@@ -471,7 +479,7 @@ class SocketIO:
         dispatcher = Dispatcher(path, namespace_class, self.settings)
         self.server.register_namespace(dispatcher)
         self._registrations[path] = registration
-        self._dispatchers[path] = dispatcher
+        self.directory.add(path, dispatcher)
         logger.info("Add namespace: %r -> %s", path, registration)
         return dispatcher
 
@@ -511,7 +519,8 @@ class SocketIO:
 
     def count_greenlets(self) -> int:
         """Greenlets alive owned by sockets: spawned, and handlers running."""
-        return sum(d.greenlet_count for d in list(self._dispatchers.values()))
+        dispatchers = list(self.directory.dispatchers.values())
+        return sum(d.greenlet_count for d in dispatchers)
 
 
 def import_object(target: str, *, origin: str) -> Any:
