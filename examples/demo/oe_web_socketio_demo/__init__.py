@@ -196,10 +196,10 @@ class DemoNamespace(Namespace):
 
     def _user_name(self) -> str:
         """The user's name, or the login if the database cannot say."""
-        if self.bridge is None:
+        if not self.has_database:
             return self.login or ""
         try:
-            with self.bridge.pools.cursor(self.db) as cursor:
+            with self.cursor() as cursor:
                 row = cursor.execute(USER_NAME, {"uid": self.uid}).fetchone()
         except DatabaseUnavailable as exc:
             logger.warning("No name for %s: %s", self.login, exc)
@@ -253,8 +253,7 @@ class DemoNamespace(Namespace):
         :data:`MAX_PARTIES`; ``total`` counts them all."""
         if not self._may_read_parties():
             raise EventError(FORBIDDEN, "you may not read parties")
-        assert self.bridge is not None
-        with self.bridge.pools.cursor(self.db) as cursor:
+        with self.cursor() as cursor:
             rows = cursor.execute(READ_PARTIES, {"limit": MAX_PARTIES}).fetchall()
             (total,) = cursor.execute(COUNT_PARTIES).fetchone()
         return {
@@ -270,8 +269,7 @@ class DemoNamespace(Namespace):
 
         :raises EventError: the database has no parties.
         """
-        bridge = self._require_bridge()
-        with bridge.pools.cursor(self.db) as cursor:
+        with self.cursor() as cursor:
             (may,) = cursor.execute(MAY_READ, {"uid": self.uid}).fetchone()
             (present,) = cursor.execute(HAS_PARTIES).fetchone()
         if not present:

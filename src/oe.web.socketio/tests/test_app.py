@@ -99,7 +99,8 @@ def test_what_a_host_contributes_is_served():
             return {"news": lambda: {"held": 0}}
 
     app = Application(Config(databases=("x",), load_entry_points=False), Contributing())
-    assert app.broker.durable is False and app.bridge is None  # no database
+    # No database: nothing durable, no cursors for the sockets.
+    assert app.broker.durable is False and app.socketio.settings.pools is None
     status, _, body = call(app, "GET", "/x/news")
     assert (status, json.loads(body)) == ("200 OK", "hi")
     health = json.loads(call(app, "GET", "/health")[2])

@@ -11,8 +11,9 @@ import base64
 
 import pytest
 from oe_web_socketio.auth import Identity
-from oe_web_socketio.exceptions import EventError
-from oe_web_socketio.namespace import Namespace, Request
+from oe_web_socketio.exceptions import DatabaseUnavailable, EventError
+from oe_web_socketio.namespace import NO_DATABASE, Namespace, Request
+from oe_web_socketio.pool import CursorPools
 from oe_web_socketio.protocol import UNAVAILABLE
 from sample_namespaces import KEY, session
 from socketio_testing import (
@@ -167,6 +168,26 @@ def test_without_a_database_resume_only_subscribes_and_publish_is_refused():
             UNAVAILABLE,
             "this server has no database bridge",
         )
+
+
+def test_cursor_lends_from_the_host_pools_of_the_socket_database():
+    server = RoomsOnly()
+    without = Namespace(server, "/", "sid", Request({}, "127.0.0.1"))
+    without.authenticate(Identity("oe", 7, "user7"))
+    assert not without.has_database
+    with pytest.raises(EventError) as info, without.cursor():
+        pass
+    assert (info.value.code, info.value.message) == (UNAVAILABLE, NO_DATABASE)
+    # Pools on a server out of reach: the cursor is asked of the pool of
+    # the user's database, which says so (the real pools: test_demo.py).
+    nowhere = "postgresql://nobody@/{}?host=/nonexistent/oe_web_socketio"
+    with CursorPools(nowhere.format, 1, 0.3) as pools:
+        socket = Namespace(server, "/", "sid", Request({}, "127.0.0.1"), pools=pools)
+        socket.authenticate(Identity("sales", 7, "user7"))
+        assert socket.has_database
+        with pytest.raises(DatabaseUnavailable) as unavailable, socket.cursor():
+            pass
+        assert unavailable.value.database == "sales"
 
 
 def test_request_view():

@@ -256,8 +256,6 @@ class Application:
         # Empty until the namespaces are served (sockets() fills it).
         directory = SocketDirectory()
         self.broker = broker(config, host, self.sio, directory)
-        #: The outbox's broker, or ``None`` on a host without a database.
-        self.bridge = self.broker if isinstance(self.broker, OutboxBroker) else None
         self.socketio = sockets(
             config, host, self.sio, self.broker, directory, namespaces
         )

@@ -23,8 +23,6 @@ import gevent.lock
 
 from oe_web_socketio import pubsub, resume, rooms
 from oe_web_socketio.adapter import Adapter, AdapterQueue
-from oe_web_socketio.exceptions import EventError
-from oe_web_socketio.protocol import UNAVAILABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,12 +102,6 @@ class Delivery:
         if self._resume_lock is None:
             self._resume_lock = gevent.lock.BoundedSemaphore()
         return self._resume_lock
-
-    def _require_bridge(self) -> Any:
-        """The database bridge (its ``pools``), or :class:`EventError`."""
-        if not self.broker.durable:
-            raise EventError(UNAVAILABLE, pubsub.NO_BROKER)
-        return self.broker
 
     def on_resume(self, position: Any = None, channels: Any = None) -> dict[str, Any]:
         """The ``resume`` event: subscribe to *channels* and receive every

@@ -111,6 +111,9 @@ class DispatchSettings:
     ) -> None:
         self.broker = broker
         self.host: Host = host if host is not None else SessionHost(authenticator)
+        #: The read-only cursors of the server's host, lent to its sockets
+        #: (:meth:`Namespace.cursor <oe_web_socketio.namespace.Namespace.cursor>`).
+        self.pools = self.host.pools
         self.trusted_proxies = trusted_proxies
         self.max_event_size = max_event_size
         self.message_log_format = message_log_format
@@ -206,6 +209,7 @@ class Dispatcher(socketio.Namespace):
                 request,
                 broker=self.settings.broker,
                 host=self.host,
+                pools=self.settings.pools,
             )
         except Exception:
             logger.exception(

@@ -65,6 +65,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -99,13 +100,21 @@ from oe_web_socketio.protocol import (
     ERROR_EVENT,
     FORBIDDEN,
     MESSAGE_EVENT,
+    UNAVAILABLE,
     error_payload,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import psycopg
     import socketio
 
+    from oe_web_socketio.pool import CursorPools
     from oe_web_socketio.pubsub import Broker
+
+#: Why :meth:`Namespace.cursor` has no cursor to lend (the client is told).
+NO_DATABASE = "this server has no database"
 
 __all__ = [
     "NO_NAMES",
@@ -223,6 +232,7 @@ class Namespace(Channels, Delivery, Jobs):
         authenticator: auth.Authenticator | None = None,
         broker: Broker = pubsub.NULL,
         host: Host | None = None,
+        pools: CursorPools | None = None,
     ) -> None:
         self.server = server
         self.path = path
@@ -252,6 +262,9 @@ class Namespace(Channels, Delivery, Jobs):
         #: the in-process one; a namespace built by hand
         #: :data:`~oe_web_socketio.pubsub.NULL`, which delivers none.
         self.broker = broker
+        #: The read-only cursors of the server's host (:meth:`cursor`), or
+        #: ``None``: a host without databases.
+        self._pools = pools
         #: The adapter of this socket (its queue: :attr:`adapter_queue`).
         self.adapter: Adapter | None = None
         self._adapter_queue: AdapterQueue | None = None
@@ -314,11 +327,29 @@ class Namespace(Channels, Delivery, Jobs):
         return self.broker.default_database
 
     @property
-    def bridge(self) -> Any:
-        """The database bridge (:class:`~oe_web_socketio.bridge.Bridge`,
-        whose ``pools`` lend read-only cursors), or ``None`` on a server
-        without a database."""
-        return self.broker if self.broker.durable else None
+    def has_database(self) -> bool:
+        """Whether :meth:`cursor` can lend cursors: the server's host has
+        databases (Tryton), and this socket is of one of them."""
+        return self._pools is not None and self.database is not None
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A read-only cursor on this socket's :attr:`database`, lent by
+        the host's pool (:meth:`oe_web_socketio.pool.CursorPools.cursor`)
+        for the ``with`` block, in a transaction rolled back at its end; do
+        not keep it beyond the block. A handler that waits for one holds
+        one of the pool's ``max_cursor`` connections: keep blocks short.
+
+        :raises EventError: ``unavailable``, the server has no database
+            (a plain WSGI host; see :attr:`has_database`): the client is
+            told so.
+        :raises DatabaseUnavailable: no cursor could be had in time
+            (answered ``unavailable``, the client may retry).
+        """
+        if self._pools is None or self.database is None:
+            raise EventError(UNAVAILABLE, NO_DATABASE)
+        with self._pools.cursor(self.database) as cursor:
+            yield cursor
 
     def authenticate(self, identity: auth.Identity) -> None:
         """Make *identity* the user of this socket and apply
