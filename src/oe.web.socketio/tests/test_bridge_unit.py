@@ -23,9 +23,10 @@ import psycopg
 import pytest
 import socketio
 from oe_web_socketio import outbox
-from oe_web_socketio.bridge import Bridge, Outbox, channel_room
+from oe_web_socketio.bridge import Bridge, channel_room
 from oe_web_socketio.directory import SocketDirectory
 from oe_web_socketio.pool import CursorPools
+from oe_web_socketio.pubsub.feed import OutboxFeed
 from oe_web_socketio.resume import resume
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
@@ -74,12 +75,12 @@ def bridge(scratch_database) -> Bridge:
     )
 
 
-def connected(bridge: Bridge, conn: psycopg.Connection) -> Outbox:
-    """The bridge's state of its database, as after the listener connected."""
-    state = bridge.outboxes[bridge.databases[0]]
-    bridge._connected(state, conn)
-    assert state.epoch is not None
-    return state
+def connected(bridge: Bridge, conn: psycopg.Connection) -> OutboxFeed:
+    """The bridge's feed of its database, as after the listener connected."""
+    feed = bridge.feeds[bridge.databases[0]]
+    feed.connected(conn)
+    assert feed.outbox.epoch is not None
+    return feed
 
 
 def publish(conn: psycopg.Connection, *messages: Any) -> str:
@@ -91,16 +92,14 @@ def publish(conn: psycopg.Connection, *messages: Any) -> str:
     return xid
 
 
-def notified(
-    bridge: Bridge, state: Outbox, conn: psycopg.Connection, payloads: list[str]
-) -> int:
+def notified(feed: OutboxFeed, conn: psycopg.Connection, payloads: list[str]) -> int:
     """Hand *payloads* to the bridge as the listener does; return the
     round trips it made."""
     with tempfile.TemporaryFile("w+") as trace:
         conn.pgconn.trace(trace.fileno())
         conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
-            bridge._notified(state, conn, payloads)
+            feed.notified(conn, payloads)
         finally:
             conn.pgconn.untrace()
         trace.seek(0)
@@ -122,28 +121,28 @@ def delivered(bridge: Bridge) -> list[tuple[Any, int]]:
 def test_notifications_that_arrived_together_are_one_read_and_one_pass(
     bridge, conn, publisher
 ):
-    state = connected(bridge, conn)
+    feed = connected(bridge, conn)
     payloads = [
         publish(publisher, 1),
         publish(publisher, 2, 3, 4),
         publish(publisher, 5),
     ]
-    assert notified(bridge, state, conn, payloads) == 1
+    assert notified(feed, conn, payloads) == 1
     assert delivered(bridge) == [(n, n) for n in range(1, 6)]
-    assert state.delivered == 5
+    assert feed.outbox.delivered == 5
     # The same notifications again: one read, nothing new, nothing sent.
-    assert notified(bridge, state, conn, payloads) == 1
+    assert notified(feed, conn, payloads) == 1
     assert len(delivered(bridge)) == 5
 
 
 def test_more_than_a_page_is_read_page_by_page_in_order(bridge, conn, publisher):
-    bridge.page_size = 4
-    state = connected(bridge, conn)
+    bridge.feeds[bridge.databases[0]].page_size = 4
+    feed = connected(bridge, conn)
     payloads = [publish(publisher, *range(n, n + 5)) for n in (0, 5)]
     # 4 + 4 + 2 rows: three reads.
-    assert notified(bridge, state, conn, payloads) == 3
+    assert notified(feed, conn, payloads) == 3
     assert [message for message, _ in delivered(bridge)] == list(range(10))
-    assert state.delivered == 10
+    assert feed.outbox.delivered == 10
 
 
 def test_an_outbox_of_before_is_positioned_by_the_bridge_in_commit_order(
@@ -151,8 +150,8 @@ def test_an_outbox_of_before_is_positioned_by_the_bridge_in_commit_order(
 ):
     conn.execute(f"DROP TRIGGER {outbox.POSITION_TRIGGER} ON {outbox.TABLE}")
     with caplog.at_level(logging.WARNING, logger="oe_web_socketio.bridge"):
-        state = connected(bridge, conn)
-    assert not state.positions_at_commit
+        feed = connected(bridge, conn)
+    assert not feed.positions_at_commit
     assert "does not position messages at commit" in caplog.text
     # Begun first, committed last: delivered last.
     early = scratch_connect()
@@ -162,21 +161,21 @@ def test_an_outbox_of_before_is_positioned_by_the_bridge_in_commit_order(
     late_xid = publish(publisher, "late")
     early.execute("COMMIT")
     # BEGIN, the lock, the positions, COMMIT; then the read.
-    assert notified(bridge, state, conn, [late_xid, early_xid]) == 5
+    assert notified(feed, conn, [late_xid, early_xid]) == 5
     assert delivered(bridge) == [("late", 1), ("early", 2)]
     # Once the Tryton module is updated, the bridge only reads again.
     with conn.transaction():
         outbox.ensure_schema(conn.cursor())
-    bridge._catch_up(state, conn)
-    assert state.positions_at_commit
-    assert notified(bridge, state, conn, [publish(publisher, "after")]) == 1
+    feed.catch_up(conn)
+    assert feed.positions_at_commit
+    assert notified(feed, conn, [publish(publisher, "after")]) == 1
     assert delivered(bridge)[-1] == ("after", 3)
 
 
 def test_a_notification_whose_rows_are_gone_is_one_line(
     bridge, conn, publisher, caplog
 ):
-    state = connected(bridge, conn)
+    feed = connected(bridge, conn)
     with publisher.transaction():
         outbox.publish(publisher.cursor(), "vanished", CHANNEL)
         publisher.execute(f"DELETE FROM {outbox.TABLE}")
@@ -184,9 +183,9 @@ def test_a_notification_whose_rows_are_gone_is_one_line(
     kept = publish(publisher, "kept")
     with caplog.at_level(logging.WARNING, logger="oe_web_socketio.bridge"):
         # The read, then the look-up of the transaction it did not see.
-        assert notified(bridge, state, conn, [gone, kept]) == 2
+        assert notified(feed, conn, [gone, kept]) == 2
         # Rows an earlier read delivered need no look-up.
-        assert notified(bridge, state, conn, [kept]) == 1
+        assert notified(feed, conn, [kept]) == 1
     assert delivered(bridge) == [("kept", 1)]
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
@@ -262,34 +261,34 @@ def replaying(bridge, scratch_database) -> Bridge:
 
 def test_a_resume_misses_nothing_and_repeats_nothing(replaying, conn, publisher):
     bridge = replaying
-    state = connected(bridge, conn)
-    notified(bridge, state, conn, [publish(publisher, 1, 2, 3)])
+    feed = connected(bridge, conn)
+    notified(feed, conn, [publish(publisher, 1, 2, 3)])
     socket = ResumingSocket(bridge)
 
     def meanwhile() -> None:
         # Delivered live while the socket is out of its rooms: the next
         # round of the replay reads them.
-        notified(bridge, state, conn, [publish(publisher, 4, 5)])
+        notified(feed, conn, [publish(publisher, 4, 5)])
 
     socket.on_replay = meanwhile
-    answer = resume(socket, bridge, state.token(1))
-    assert answer == {"position": state.token(5), "replayed": 4}
+    answer = resume(socket, bridge, feed.outbox.token(1))
+    assert answer == {"position": feed.outbox.token(5), "replayed": 4}
     # Back on the live path: what comes next arrives live, once.
-    notified(bridge, state, conn, [publish(publisher, 6)])
+    notified(feed, conn, [publish(publisher, 6)])
     assert socket.received() == [2, 3, 4, 5, 6]
 
 
 def test_a_resume_from_now_on_or_up_to_date_replays_nothing(replaying, conn, publisher):
     bridge = replaying
-    state = connected(bridge, conn)
-    notified(bridge, state, conn, [publish(publisher, 1)])
-    for now, token in ((1, None), (2, state.token(2))):
+    feed = connected(bridge, conn)
+    notified(feed, conn, [publish(publisher, 1)])
+    for now, token in ((1, None), (2, feed.outbox.token(2))):
         socket = ResumingSocket(bridge)
         assert resume(socket, bridge, token, wait=0.05) == {
-            "position": state.token(now),
+            "position": feed.outbox.token(now),
             "replayed": 0,
         }
-        notified(bridge, state, conn, [publish(publisher, "next")])
+        notified(feed, conn, [publish(publisher, "next")])
         assert socket.received() == ["next"]
 
 
@@ -297,36 +296,36 @@ def test_a_resume_that_cannot_be_served_is_told_to_resync(
     replaying, conn, publisher, caplog
 ):
     bridge = replaying
-    state = connected(bridge, conn)
-    notified(bridge, state, conn, [publish(publisher, 1, 2, 3)])
+    feed = connected(bridge, conn)
+    notified(feed, conn, [publish(publisher, 1, 2, 3)])
     other_epoch = outbox.format_position("another", 1)
     cases = [
         ("not a position", "nonsense"),
         ("a position of another database", other_epoch),
-        ("a position from the future", state.token(99)),
+        ("a position from the future", feed.outbox.token(99)),
     ]
     for reason, token in cases:
         socket = ResumingSocket(bridge)
         assert resume(socket, bridge, token, wait=0.05) == {
             "resync": True,
             "reason": reason,
-            "position": state.token(3),
+            "position": feed.outbox.token(3),
         }
         assert socket.received() == []  # and it is back on the live path
     # Messages keep coming faster than it reads them.
     socket = ResumingSocket(bridge)
-    socket.on_replay = lambda: notified(bridge, state, conn, [publish(publisher, 4)])
-    answer = resume(socket, bridge, state.token(1), rounds=1)
+    socket.on_replay = lambda: notified(feed, conn, [publish(publisher, 4)])
+    answer = resume(socket, bridge, feed.outbox.token(1), rounds=1)
     assert answer == {
         "resync": True,
         "reason": "too far behind",
-        "position": state.token(4),
+        "position": feed.outbox.token(4),
     }
     # Pruned past its position.
-    bridge.history_max_count = 1
-    assert bridge.prune(bridge.databases[0], conn) == 3
+    feed.history_max_count = 1
+    assert feed.prune(conn) == 3
     socket = ResumingSocket(bridge)
-    answer = resume(socket, bridge, state.token(1))
+    answer = resume(socket, bridge, feed.outbox.token(1))
     assert answer["reason"] == "past the retention window"
     assert socket.live_from is not None
     resyncs = [r for r in caplog.records if "must resynchronise" in r.getMessage()]

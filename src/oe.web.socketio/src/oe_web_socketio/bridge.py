@@ -8,8 +8,10 @@ Import this module after :func:`oe_web_socketio.patch.patch`.
 
 from __future__ import annotations
 
-from oe_web_socketio.pubsub.postgres import SEEN_XIDS, Consumer, Outbox, Publisher
+from oe_web_socketio.pubsub.feed import SEEN_XIDS, Outbox
+from oe_web_socketio.pubsub.postgres import Consumer
 from oe_web_socketio.pubsub.postgres import OutboxBroker as Bridge
+from oe_web_socketio.pubsub.publisher import Publisher
 from oe_web_socketio.rooms import channel_room, database_room
 
 __all__ = [

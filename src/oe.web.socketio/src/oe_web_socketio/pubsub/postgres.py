@@ -1,24 +1,30 @@
 """The PostgreSQL outbox's broker (the "database bridge"): messages
 published in PostgreSQL, to sockets.
 
-One :class:`OutboxBroker` serves every database of the server; for each it runs
-a :class:`~oe_web_socketio.listener.Listener` on the channel
-:data:`~oe_web_socketio.outbox.NOTIFY_CHANNEL` (and on the channels of
-other consumers, such as Tryton's ``bus``). Rows are positioned when
-their transaction commits (:mod:`oe_web_socketio.outbox`); when
-notifications come, the bridge reads every row after the last one it
-delivered, in one query for all the notifications that arrived together
-(a page of :attr:`OutboxBroker.page_size` rows), and delivers them in position
-order, in one pass (:class:`~oe_web_socketio.pubsub.deliver.Deliverer`):
+One :class:`OutboxBroker` serves every database of the server, made of:
 
-* a row with a channel: the event ``message`` with the arguments
-  ``(message, channel, position)`` to the sockets of the database
-  subscribed to the channel, one emit per namespace (python-socketio
-  encodes the packet once), and to the adapter queues of that channel
-  (see :mod:`oe_web_socketio.adapter`);
-* a row without one: ``(message, None, position)`` to every socket of the
-  database (of its namespace, if it names one);
-* a row with a socket id: ``(message, None, position)`` to that socket.
+* for each database, an :class:`~oe_web_socketio.pubsub.feed.OutboxFeed`
+  fed by a :class:`~oe_web_socketio.listener.Listener` on the channel
+  :data:`~oe_web_socketio.outbox.NOTIFY_CHANNEL` (and on the channels of
+  other consumers, such as Tryton's ``bus``, which this module hands
+  their notifications): it reads the rows positioned at commit
+  (:mod:`oe_web_socketio.outbox`), in one query for all the notifications
+  that arrived together, and delivers them in position order through the
+  :class:`~oe_web_socketio.pubsub.deliver.Deliverer`:
+
+  * a row with a channel: the event ``message`` with the arguments
+    ``(message, channel, position)`` to the sockets of the database
+    subscribed to the channel, one emit per namespace (python-socketio
+    encodes the packet once), and to the adapter queues of that channel
+    (see :mod:`oe_web_socketio.adapter`);
+  * a row without one: ``(message, None, position)`` to every socket of
+    the database (of its namespace, if it names one);
+  * a row with a socket id: ``(message, None, position)`` to that socket;
+
+* the reads of the past, here: :meth:`OutboxBroker.replay` for the resume
+  and :meth:`OutboxBroker.wait_messages` for long polls, through the
+  read-only cursor pools;
+* publishing, through a :class:`~oe_web_socketio.pubsub.publisher.Publisher`.
 
 ``position`` is a string, ``"<epoch>:<n>"``. A client keeps the last one
 it received; when it connects again, to this server or another, after a
@@ -31,23 +37,13 @@ Messages are kept :attr:`OutboxBroker.history_max_age` seconds and at most
 whose position is older than that, from the future, or from another
 database (another epoch) is told to resynchronise instead.
 
-Invariants:
+Invariants (those of reading the outbox: :mod:`oe_web_socketio.pubsub.feed`):
 
 * a socket's rooms on the live path are those of its database and of its
   channels there (:mod:`oe_web_socketio.rooms`), which no client can
   name: messages of one database never reach the sockets of another;
-* delivery of one batch, and the advance of :attr:`Outbox.delivered`,
-  happen without yielding to another greenlet (what
-  :mod:`oe_web_socketio.resume` relies on: a resuming socket misses
-  nothing and gets nothing twice);
-* a bad notification (not a transaction id), a notification whose rows
-  are gone, or a row that cannot be delivered, is one log line and is
-  skipped; the listener goes on;
-* a notification costs the listener one round trip (the read), and no
-  transaction; for an outbox created before rows were positioned at
-  commit (:data:`~oe_web_socketio.outbox.POSITIONS_AT_COMMIT` false), the
-  bridge positions them itself first, as it used to (a transaction of
-  four more round trips), until the Tryton module is updated.
+* the resume's side reads the position delivered last only once the
+  feed delivered every message up to it, without a yield.
 
 Caveats:
 
@@ -65,17 +61,12 @@ Import this module after :func:`oe_web_socketio.patch.patch`.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import gevent.event
-import gevent.lock
-import psycopg
 
 from oe_web_socketio import outbox
 from oe_web_socketio.adapter import Message
@@ -84,6 +75,8 @@ from oe_web_socketio.exceptions import DatabaseUnavailable, Resync
 from oe_web_socketio.listener import Listener
 from oe_web_socketio.pubsub import Address, Replayed
 from oe_web_socketio.pubsub.deliver import Deliverer
+from oe_web_socketio.pubsub.feed import Outbox, OutboxFeed
+from oe_web_socketio.pubsub.publisher import Publisher
 
 if TYPE_CHECKING:
     import socketio
@@ -94,66 +87,10 @@ if TYPE_CHECKING:
 #: Its log lines keep the name of the module it was in.
 logger = logging.getLogger("oe_web_socketio.bridge")
 
-#: Transaction ids of delivered rows an :class:`Outbox` remembers, to
-#: tell a notification whose rows were delivered by an earlier read from
-#: one whose rows are gone without a query.
-SEEN_XIDS = 4096
-
 #: A consumer of another notification channel: called with the database
 #: name and the payload of each notification, in order, in the listener's
 #: greenlet (it must not block).
 Consumer = Callable[[str, str], None]
-
-
-class Outbox:
-    """What the bridge knows of the outbox of one database.
-
-    :ivar epoch: the epoch of the outbox, once the listener connected.
-    :ivar delivered: the position of the last message delivered.
-    """
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.epoch: str | None = None
-        self.delivered = 0
-        self.listener: Listener | None = None
-        self.last_prune = float("-inf")
-        #: Whether the absence of the outbox was logged.
-        self.missing_reported = False
-        #: Whether rows are positioned at commit; if not, by this server.
-        self.positions_at_commit = True
-        #: The transaction ids of the last rows delivered (an ordered set).
-        self.seen_xids: dict[str, None] = {}
-        self._progress = gevent.event.Event()
-
-    def advance(self, position: int) -> None:
-        """Record that every message up to *position* was delivered."""
-        self.delivered = position
-        progress, self._progress = self._progress, gevent.event.Event()
-        progress.set()
-
-    def saw(self, xid: str) -> None:
-        """Remember that a row of transaction *xid* was delivered."""
-        seen = self.seen_xids
-        if xid not in seen:
-            seen[xid] = None
-            if len(seen) > SEEN_XIDS:
-                del seen[next(iter(seen))]
-
-    def wait_for(self, position: int, timeout: float) -> bool:
-        """Wait until *position* is delivered; return whether it is."""
-        deadline = time.monotonic() + timeout
-        while self.delivered < position:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._progress.wait(remaining)
-        return True
-
-    def token(self, position: int) -> str:
-        """The position as clients see it."""
-        assert self.epoch is not None
-        return outbox.format_position(self.epoch, position)
 
 
 class OutboxBroker:
@@ -208,9 +145,20 @@ class OutboxBroker:
         self.conninfo = conninfo
         self.databases = tuple(databases)
         self.consumers = dict(consumers or {})
-        self.outboxes = {database: Outbox(database) for database in self.databases}
         #: Emits what is delivered to the sockets of this process.
         self.deliverer = Deliverer(server, directory)
+        #: Reads each database's outbox as it is notified.
+        self.feeds = {
+            database: OutboxFeed(
+                database,
+                self.deliverer,
+                page_size=self.page_size,
+                prune_interval=self.prune_interval,
+                history_max_age=self.history_max_age,
+                history_max_count=self.history_max_count,
+            )
+            for database in self.databases
+        }
         #: Writes what is published to the outboxes.
         self.publisher = Publisher(conninfo)
 
@@ -223,30 +171,26 @@ class OutboxBroker:
 
     def start(self) -> None:
         """Start a listener per database (they connect in the background)."""
-        for database, state in self.outboxes.items():
-            handlers: dict[str, Any] = {
-                outbox.NOTIFY_CHANNEL: lambda conn, payloads, s=state: self._notified(
-                    s, conn, payloads
-                )
-            }
+        for database, feed in self.feeds.items():
+            handlers: dict[str, Any] = {outbox.NOTIFY_CHANNEL: feed.notified}
             for channel, consumer in self.consumers.items():
                 handlers[channel] = lambda conn, payloads, d=database, c=consumer: (
                     _consume(c, d, payloads)
                 )
-            state.listener = Listener(
+            feed.listener = Listener(
                 database,
                 self.conninfo(database),
                 handlers,
-                on_connect=functools.partial(self._connected, state),
-                on_idle=functools.partial(self._catch_up, state),
+                on_connect=feed.connected,
+                on_idle=feed.catch_up,
             )
-            state.listener.start()
+            feed.listener.start()
 
     def stop(self) -> None:
         """Stop the listeners and close the publishing connections."""
-        for state in self.outboxes.values():
-            if state.listener is not None:
-                state.listener.stop()
+        for feed in self.feeds.values():
+            if feed.listener is not None:
+                feed.listener.stop()
         self.publisher.close()
 
     def counters(self) -> dict[str, Callable[[], Any]]:
@@ -257,195 +201,11 @@ class OutboxBroker:
         """The state of each database's listener and outbox, for /health."""
         return {
             database: {
-                **(state.listener.health() if state.listener else {}),
-                "delivered": state.delivered,
+                **(feed.listener.health() if feed.listener else {}),
+                "delivered": feed.outbox.delivered,
             }
-            for database, state in self.outboxes.items()
+            for database, feed in self.feeds.items()
         }
-
-    # --- the listener's side
-
-    def _connected(self, state: Outbox, conn: psycopg.Connection) -> None:
-        """Catch up after a (re)connection: positions for what was
-        committed meanwhile, then deliver what this server has not."""
-        if self._find_outbox(state, conn):
-            self._catch_up(state, conn)
-
-    def _find_outbox(self, state: Outbox, conn: psycopg.Connection) -> bool:
-        """Read the outbox's epoch; whether the database has an outbox.
-
-        The server never creates it: the Tryton module ``web_socketio``
-        does when it is activated (another host calls
-        :func:`oe_web_socketio.outbox.ensure_schema`). Until then the
-        listener serves the other channels (Tryton's bus) and looks again
-        while idle.
-        """
-        (found,) = conn.execute(outbox.HAS_OUTBOX).fetchone() or (False,)
-        if not found:
-            if not state.missing_reported:
-                state.missing_reported = True
-                logger.warning(
-                    "No outbox in %r: messages published in the database are "
-                    "not delivered until it exists (activate the Tryton module "
-                    "web_socketio)",
-                    state.database,
-                )
-            return False
-        epoch, _pruned = conn.execute(outbox.STATE).fetchone() or (None, 0)
-        self._check_positions(state, conn)
-        if epoch != state.epoch:
-            # First connection, or the outbox was created anew: what is
-            # already there is history, for resuming clients only.
-            (last,) = conn.execute(outbox.LAST_DELIVERABLE).fetchone() or (0,)
-            if state.epoch is not None:
-                logger.warning(
-                    "The outbox of %r was created anew: clients resync",
-                    state.database,
-                )
-            state.epoch = epoch
-            state.advance(last or 0)
-            if state.missing_reported:
-                logger.info("Found the outbox of %r", state.database)
-        return True
-
-    def _check_positions(self, state: Outbox, conn: psycopg.Connection) -> None:
-        """Find out whether the outbox positions rows at commit; say it
-        once when it does not, and when it starts to."""
-        (at_commit,) = conn.execute(outbox.POSITIONS_AT_COMMIT).fetchone() or (False,)
-        if at_commit == state.positions_at_commit:
-            return
-        state.positions_at_commit = at_commit
-        if at_commit:
-            logger.info("The outbox of %r positions messages at commit", state.database)
-        else:
-            logger.warning(
-                "The outbox of %r does not position messages at commit: this "
-                "server does, at a transaction per notification (update the "
-                "Tryton module web_socketio)",
-                state.database,
-            )
-
-    def _catch_up(self, state: Outbox, conn: psycopg.Connection) -> None:
-        """Give positions to committed rows whose notification nobody
-        handled (no server listened, or handling it failed), deliver what
-        is new, prune when it is time. Run after each connection and
-        while idle."""
-        if state.epoch is None and not self._find_outbox(state, conn):
-            return
-        if not state.positions_at_commit:
-            self._check_positions(state, conn)
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
-            missed = conn.execute(outbox.ASSIGN_MISSED_POSITIONS).rowcount
-        if missed > 0:
-            logger.info(
-                "%d message(s) of %r committed without a notification handled",
-                missed,
-                state.database,
-            )
-        self._deliver_new(state, conn)
-        self._maybe_prune(state, conn)
-
-    def _notified(
-        self, state: Outbox, conn: psycopg.Connection, payloads: list[str]
-    ) -> None:
-        """Deliver what the notifications that arrived together announce:
-        one read for all of them (and, in an outbox without the trigger,
-        one transaction to position their rows first)."""
-        if state.epoch is None and not self._find_outbox(state, conn):
-            return
-        xids = outbox.xids(payloads)
-        for payload in payloads:
-            if not outbox.is_xid(payload):
-                logger.warning(
-                    "Ignored a notification on %r of %r that is not ours: %.80r",
-                    outbox.NOTIFY_CHANNEL,
-                    state.database,
-                    payload,
-                )
-        if xids and not state.positions_at_commit:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.LOCK_KEY,))
-                conn.execute(outbox.ASSIGN_POSITIONS, (xids,))
-        self._deliver_new(state, conn)
-        # A notified transaction's rows are committed, and positioned, by
-        # now: unless they are gone, this read or an earlier one had them.
-        pending = [xid for xid in xids if xid not in state.seen_xids]
-        if pending:
-            found = {
-                row[0]
-                for row in conn.execute(outbox.XIDS_WITH_ROWS, (pending,)).fetchall()
-            }
-            for xid in pending:
-                if xid not in found:
-                    logger.warning(
-                        "No message of transaction %s in the outbox of %r "
-                        "(deleted before delivery?)",
-                        xid,
-                        state.database,
-                    )
-        self._maybe_prune(state, conn)
-
-    def _deliver_new(self, state: Outbox, conn: psycopg.Connection) -> None:
-        """Deliver every positioned row after :attr:`Outbox.delivered`: one
-        query, unless more than a page came."""
-        while True:
-            rows = conn.execute(
-                outbox.NEW_MESSAGES, (state.delivered, self.page_size)
-            ).fetchall()
-            if not rows:
-                return
-            # From here to advance(), nothing yields.
-            paths = self.deliverer.directory.paths()
-            for row in rows:
-                self._deliver(state, row, paths)
-                state.saw(row[5])
-            state.advance(rows[-1][0])
-            if len(rows) < self.page_size:
-                return
-
-    def _deliver(self, state: Outbox, row: tuple[Any, ...], paths: list[str]) -> None:
-        position, channel, namespace, sid, text = row[:5]
-        try:
-            payload = json.loads(text)
-        except ValueError:
-            logger.warning(
-                "Skipped message %d of %r: not JSON", position, state.database
-            )
-            return
-        self.deliverer.deliver(
-            state.database,
-            position,
-            state.token(position),
-            payload,
-            channel=channel,
-            namespace=namespace,
-            sid=sid,
-            paths=paths,
-        )
-
-    def _maybe_prune(self, state: Outbox, conn: psycopg.Connection) -> None:
-        now = time.monotonic()
-        if now - state.last_prune < self.prune_interval:
-            return
-        state.last_prune = now
-        self.prune(state.database, conn)
-
-    def prune(self, database: str, conn: psycopg.Connection) -> int:
-        """Delete the messages of *database* older than
-        :attr:`history_max_age` or beyond :attr:`history_max_count`;
-        return the highest position deleted (0: none)."""
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (outbox.PRUNE_LOCK_KEY,))
-            (through,) = conn.execute(
-                outbox.PRUNE_THRESHOLD,
-                (self.history_max_age, self.history_max_count),
-            ).fetchone() or (None,)
-            if not through or through <= 0:
-                return 0
-            conn.execute(outbox.PRUNE, {"through": through})
-        logger.info("Pruned the outbox of %r through %d", database, through)
-        return int(through)
 
     # --- the sockets' side
 
@@ -460,10 +220,10 @@ class OutboxBroker:
     # --- the resume's side (see :mod:`oe_web_socketio.resume`)
 
     def _state(self, database: str) -> Outbox:
-        state = self.outboxes.get(database)
-        if state is None or state.epoch is None:
+        feed = self.feeds.get(database)
+        if feed is None or feed.outbox.epoch is None:
             raise DatabaseUnavailable(database, "the database bridge is not connected")
-        return state
+        return feed.outbox
 
     def head(self, database: str) -> int:
         """The position of the last message delivered in *database*.
@@ -586,69 +346,9 @@ class OutboxBroker:
 
         :raises DatabaseUnavailable: the database cannot be written to.
         """
-        if address.database not in self.outboxes:
+        if address.database not in self.feeds:
             raise DatabaseUnavailable(address.database, "not a database of this server")
         self.publisher.publish(address, payload)
-
-
-class Publisher:
-    """Publishes through the outboxes, on a connection per database kept
-    open (opened again once if it broke).
-
-    :param conninfo: the connection string of a database, by name.
-    """
-
-    def __init__(self, conninfo: Callable[[str], str]) -> None:
-        self.conninfo = conninfo
-        self._connections: dict[str, psycopg.Connection] = {}
-        self._lock = gevent.lock.BoundedSemaphore()
-
-    def publish(self, address: Address, payload: Any) -> None:
-        """Publish *payload* to *address* in a transaction of its own (see
-        :func:`oe_web_socketio.outbox.publish`).
-
-        :raises DatabaseUnavailable: the database cannot be written to.
-        """
-        database = address.database
-        with self._lock:
-            for attempt in (1, 2):
-                conn = self._connection(database)
-                try:
-                    with conn.transaction():
-                        outbox.publish(
-                            conn.cursor(),
-                            payload,
-                            address.channel,
-                            namespace=address.namespace,
-                            sid=address.sid,
-                        )
-                    return
-                except psycopg.OperationalError as exc:
-                    conn.close()
-                    self._connections.pop(database, None)
-                    if attempt == 2:
-                        raise DatabaseUnavailable(database, str(exc)) from exc
-
-    def _connection(self, database: str) -> psycopg.Connection:
-        conn = self._connections.get(database)
-        if conn is None or conn.closed:
-            try:
-                conn = psycopg.connect(
-                    self.conninfo(database),
-                    autocommit=True,
-                    application_name="oe_web_socketio publisher",
-                    connect_timeout=10,
-                )
-            except psycopg.OperationalError as exc:
-                raise DatabaseUnavailable(database, str(exc)) from exc
-            self._connections[database] = conn
-        return conn
-
-    def close(self) -> None:
-        """Close the connections."""
-        for conn in self._connections.values():
-            conn.close()
-        self._connections.clear()
 
 
 def _consume(consumer: Consumer, database: str, payloads: list[str]) -> None:
