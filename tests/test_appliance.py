@@ -133,6 +133,20 @@ def test_stop_all_then_start_keeps_the_database(appliance):
     appliance.rpc("model.res.group.delete", [[group_id], {}], session)
 
 
+def test_the_admin_is_not_sent_to_the_module_configuration_wizard(appliance):
+    # sao runs the preferences' actions at login; while an item of the
+    # wizard is open, Tryton puts the wizard first and sao hides its menu.
+    admin = appliance.login()
+    open_items = appliance.rpc(
+        "model.ir.module.config_wizard.item.search_count",
+        [[["state", "=", "open"]], {}],
+        session=admin,
+    )
+    assert open_items == 0
+    preferences = appliance.rpc("model.res.user.get_preferences", [False, {}], admin)
+    assert preferences["actions"] == []
+
+
 def test_the_web_socketio_module_is_activated(appliance):
     session = appliance.login()
     modules = appliance.rpc(
