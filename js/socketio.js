@@ -42,9 +42,12 @@
 //   setSession() or connect(), except a refusal because the server is
 //   unavailable, retried slowly), "disconnected" (disconnect() was called,
 //   or the server ended this socket).
-// * emit() without a callback returns a promise of the acknowledgement
-//   (several arguments: an array); an answer of the server's refusal shape
-//   {error: {code, message}} rejects it with a SocketIOError.
+// * emit() sends once connected and resumed, so an event emitted while
+//   the connection was down reaches the server after the page's channels
+//   are subscribed again; without a callback it returns a promise of the
+//   acknowledgement (several arguments: an array); an answer of the
+//   server's refusal shape {error: {code, message}} rejects it with a
+//   SocketIOError, and so does no answer within ackTimeout ("timeout").
 
 import { Manager } from "socket.io-client";
 import { sessionHeader } from "./longpolling.js";
@@ -201,11 +204,12 @@ export class SocketIO {
     return this;
   }
 
-  /** Emit *event*; a last argument that is a function gets the
-   * acknowledgement, else the promise returned does. */
+  /** Emit *event* once connected and resumed (so after the page's
+   * channels are subscribed again); a last argument that is a function
+   * gets the acknowledgement, else the promise returned does. */
   emit(event, ...args) {
     if (args.length && typeof args[args.length - 1] === "function") {
-      this.socket.emit(event, ...args);
+      this._ready.then(() => this.socket.emit(event, ...args));
       return this;
     }
     return this._call(event, args);
@@ -291,9 +295,16 @@ export class SocketIO {
     return auth;
   }
 
+  // A new promise of the next resume, unless the last one is still
+  // pending: its waiters (subscribe, emit) go out after the next resume.
   _resetReady() {
+    if (this._ready !== null && !this._isReady) return;
+    this._isReady = false;
     this._ready = new Promise((resolve) => {
-      this._resolveReady = resolve;
+      this._resolveReady = () => {
+        this._isReady = true;
+        resolve();
+      };
     });
   }
 
@@ -314,22 +325,34 @@ export class SocketIO {
     this._fire("status", state, detail, data);
   }
 
+  // Emit once resumed; the promise of the answer. The ack timeout counts
+  // from the call: an event still waiting for the connection then is
+  // never sent.
   _call(event, args) {
     return new Promise((resolve, reject) => {
-      const answered = (...answer) => {
-        const value = answer.length <= 1 ? answer[0] : answer;
-        const error = refusal(value);
-        if (error) reject(error);
-        else resolve(value);
+      let settled = false;
+      let timer = null;
+      const settle = (fn, value) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        fn(value);
       };
       if (this.options.ackTimeout > 0) {
-        this.socket.timeout(this.options.ackTimeout).emit(event, ...args, (err, ...answer) => {
-          if (err) reject(new SocketIOError("timeout", `no answer to ${event}`));
-          else answered(...answer);
-        });
-      } else {
-        this.socket.emit(event, ...args, answered);
+        timer = setTimeout(
+          () => settle(reject, new SocketIOError("timeout", `no answer to ${event}`)),
+          this.options.ackTimeout,
+        );
       }
+      this._ready.then(() => {
+        if (settled) return;
+        this.socket.emit(event, ...args, (...answer) => {
+          const value = answer.length <= 1 ? answer[0] : answer;
+          const error = refusal(value);
+          if (error) settle(reject, error);
+          else settle(resolve, value);
+        });
+      });
     });
   }
 

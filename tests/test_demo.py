@@ -321,11 +321,20 @@ def test_network_cut_loses_nothing_and_shows_nothing_twice(
             for n, text in enumerate(texts):
                 assert call(grace, "say", "general", text) == {"ok": True}
                 rename(appliance, admin, party_id, f"Jacquard Looms v{n} {token}")
+            # Ada types a line while cut off: it goes out once she is back
+            # in the room, not refused as a stranger's.
+            ada.say(f"typed offline {token}")
             time.sleep(5)
             proxy.restore()
             expect(ada.banner()).to_be_hidden(timeout=RECOVERED)
             for text in texts:
                 expect(ada.lines(text)).to_have_count(1, timeout=SHOWN)
+            expect(ada.lines(f"typed offline {token}")).to_have_count(1, timeout=SHOWN)
+            expect(ada.page.locator("#say-error")).to_be_hidden()
+            assert any(
+                args[0].get("text") == f"typed offline {token}"
+                for args in grace.received
+            )
             expect(ada.party(party_id)).to_have_text(f"Jacquard Looms v2 {token}")
             # In the order they were said, each once.
             shown = ada.page.locator("#messages .line .text").all_inner_texts()

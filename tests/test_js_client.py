@@ -444,10 +444,19 @@ def cut_and_restore(page, proxy: TcpProxy, tryton_db, channel: str) -> None:
     wait_status(page, "reconnecting")
     publish(tryton_db, *range(1, 21), channel=channel)
     publish(tryton_db, "not subscribed", channel=f"{channel}-x")
+    # An event the page emits during the cut, which the server accepts
+    # only on a subscribed channel: sent once the channel is subscribed
+    # again, not before.
+    page.evaluate(
+        """(c) => { window.sent = s.emit("message", "typed offline", c)
+             .then(() => "sent", (error) => `${error.code}: ${error.message}`); }""",
+        channel,
+    )
     time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
     assert len(received(page, channel)) == 1  # nothing came through the cut
     proxy.restore()
     wait_status(page, "connected", timeout=60_000)
+    assert page.evaluate("() => window.sent") == "sent"
     publish(tryton_db, 21, channel=channel)
     got = wait_received(page, channel, 22)
     # A broadcast after the last one: nothing of the channel may follow.

@@ -21,6 +21,8 @@
   // (a transport switch is not worth a message).
   const REACH_GRACE = 1000;
   const MAX_LINES = 200;
+  // Milliseconds an emit waits for its answer (the connection included).
+  const ACK_TIMEOUT = 15000;
 
   const MESSAGES = {
     wrongLogin: "Wrong login or password",
@@ -29,6 +31,7 @@
     unavailable: "The real-time server cannot reach the database — retrying…",
     trytonDown: "The Tryton server cannot be reached — try again in a moment",
     tooMany: "Too many login attempts — wait a minute and try again",
+    notSent: "Not sent: the real-time server is unreachable",
     noBundle: "The real-time client did not load (/oe_web_socketio/oe_web_socketio.js) — is the appliance built?",
   };
 
@@ -208,7 +211,13 @@
     renderMessages();
     renderParties(new Set());
 
-    const socket = new SocketIO(NAMESPACE, { session: session.header, database: session.database });
+    const socket = new SocketIO(NAMESPACE, {
+      session: session.header,
+      database: session.database,
+      // A chat line or a list waits this long for the connection to come
+      // back and the server to answer, then the page says so.
+      ackTimeout: ACK_TIMEOUT,
+    });
     state.socket = socket;
     socket.on("status", (status, detail, data) => onStatus(socket, status, detail, data));
     socket.on("online", (users) => {
@@ -242,6 +251,9 @@
     clearTimeout(state.reachTimer);
     if (status === "connected") {
       clearBanner("realtime");
+      // A line that could not be sent for want of a connection may be
+      // sent again now.
+      if ($("#say-error").textContent === MESSAGES.notSent) sayError(null);
       socket.emit("who").then(setOnline, () => {});
     } else if (status === "reconnecting") {
       state.reachTimer = setTimeout(() => {
@@ -480,10 +492,13 @@
     if (!text || !state.socket) return;
     sayError(null);
     try {
+      // Sent once the connection is back and the rooms joined again.
       await state.socket.emit("say", state.room, text);
       input.value = "";
     } catch (error) {
-      sayError(state.socket && state.socket.connected ? error.message : "Not sent: the real-time server is unreachable");
+      // The server's own reason (forbidden, too long…); no answer at all
+      // means the server could not be reached.
+      sayError(error.code === "timeout" ? MESSAGES.notSent : error.message);
     }
   }
 
