@@ -278,6 +278,26 @@ def test_a_resume_misses_nothing_and_repeats_nothing(replaying, conn, publisher)
     assert socket.received() == [2, 3, 4, 5, 6]
 
 
+def test_a_channel_history_is_its_last_delivered_lines(replaying, conn, publisher):
+    bridge = replaying
+    feed = connected(bridge, conn)
+    notified(feed, conn, [publish(publisher, *range(5))])
+    with publisher.transaction():
+        cursor = publisher.cursor()
+        outbox.publish(cursor, "other channel", f"{CHANNEL}-x")
+        outbox.publish(cursor, "other namespace", CHANNEL, namespace="/elsewhere")
+        outbox.publish(cursor, "to a socket", CHANNEL, namespace="/", sid="abc")
+        outbox.publish(cursor, "every namespace", CHANNEL)
+    # Committed but not delivered yet: not in the history.
+    recent = bridge.recent(bridge.databases[0], CHANNEL, 3, namespace="/")
+    assert [(m.payload, m.position) for m in recent] == [(2, 3), (3, 4), (4, 5)]
+    assert [m.token for m in recent] == [feed.outbox.token(n) for n in (3, 4, 5)]
+    (xid,) = conn.execute("SELECT max(xid)::text FROM web_socketio_outbox").fetchone()
+    notified(feed, conn, [xid])
+    recent = bridge.recent(bridge.databases[0], CHANNEL, 50, namespace="/")
+    assert [m.payload for m in recent] == [0, 1, 2, 3, 4, "every namespace"]
+
+
 def test_a_resume_from_now_on_or_up_to_date_replays_nothing(replaying, conn, publisher):
     bridge = replaying
     feed = connected(bridge, conn)

@@ -8,9 +8,9 @@ import gevent
 import pytest
 from oe_web_socketio.auth import Identity
 from oe_web_socketio.directory import SocketDirectory
-from oe_web_socketio.exceptions import Resync
+from oe_web_socketio.exceptions import EventError, Resync
 from oe_web_socketio.namespace import Namespace, Request
-from oe_web_socketio.protocol import MESSAGE_EVENT
+from oe_web_socketio.protocol import FORBIDDEN, MESSAGE_EVENT
 from oe_web_socketio.pubsub import Address
 from oe_web_socketio.pubsub.local import LocalBroker
 from oe_web_socketio.rooms import channel_room
@@ -117,6 +117,26 @@ def test_the_bounded_history_drops_the_oldest():
     assert [m.payload for m in kept] == [2, 3]
     answer = socket(server, broker, "a").on_resume(broker.token("oe", 1), ["news"])
     assert answer["reason"] == "past the retention window"
+
+
+def test_a_channel_history_is_its_last_kept_lines_for_the_namespace():
+    server, broker = make(count=6)
+    alice = socket(server, broker, "a")
+    for n in range(5):
+        broker.publish(Address("oe", channel="news"), n)
+    broker.publish(Address("oe", channel="sports"), "other channel")
+    broker.publish(Address("oe", namespace="/elsewhere", channel="news"), "other ns")
+    broker.publish(Address("oe", channel="news", sid="a"), "to a socket")
+    with pytest.raises(EventError) as refused:
+        alice.recent("news")
+    assert refused.value.code == FORBIDDEN  # not subscribed
+    alice.on_subscribe("news")
+    recent = alice.recent("news", 3)
+    # Oldest first.
+    assert [(m.payload, m.position) for m in recent] == [(2, 3), (3, 4), (4, 5)]
+    assert recent[0].token == broker.token("oe", 3)
+    # The history keeps six (a message to a socket is not kept): 2 to 7.
+    assert [m.payload for m in alice.recent("news")] == [1, 2, 3, 4]
 
 
 def test_a_long_poll_gets_the_kept_ones_then_the_next_message():

@@ -23,6 +23,9 @@ import gevent.lock
 
 from oe_web_socketio import pubsub, resume, rooms
 from oe_web_socketio.adapter import Adapter, AdapterQueue
+from oe_web_socketio.exceptions import EventError
+from oe_web_socketio.logs import shorten
+from oe_web_socketio.protocol import FORBIDDEN
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -140,6 +143,24 @@ class Delivery:
         """
         address = pubsub.Address(self.database or "", namespace, channel)
         self.broker.publish(address, message)
+
+    def recent(self, channel: str, limit: int = 50) -> list[pubsub.Replayed]:
+        """The last *limit* messages published through the database on
+        *channel*, which this socket is subscribed to, for its namespace,
+        oldest first (``position``, ``token``, ``channel``, ``payload``):
+        the history a socket that just joined a channel shows. Messages
+        arriving meanwhile may be among them: their tokens tell.
+
+        :raises EventError: ``forbidden``, the socket is not subscribed to
+            *channel*.
+        :raises DatabaseUnavailable: the history cannot be read now, or
+            the server has none (a namespace built by hand).
+        """
+        if channel not in self.channels:
+            raise EventError(FORBIDDEN, f"not subscribed to {shorten(channel)}")
+        return self.broker.recent(
+            self.database or "", channel, limit, namespace=self.path
+        )
 
     # adapters
 

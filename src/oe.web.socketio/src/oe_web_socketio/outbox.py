@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_unpositioned
     ON {TABLE} (xid) WHERE position IS NULL;
+CREATE INDEX IF NOT EXISTS {TABLE}_channel
+    ON {TABLE} (channel, position) WHERE sid IS NULL;
 CREATE SEQUENCE IF NOT EXISTS {TABLE}_position_seq;
 CREATE TABLE IF NOT EXISTS {TABLE}_state (
     epoch uuid NOT NULL,
@@ -245,6 +247,17 @@ WHERE position > %(after)s AND position <= %(until)s
     AND (namespace IS NULL OR namespace = %(namespace)s)
     AND (channel IS NULL OR channel = ANY(%(channels)s))
 ORDER BY position LIMIT %(limit)s"""
+
+#: The last messages on a channel up to a position, for a namespace,
+#: oldest first (an index on the channel and the position serves it).
+RECENT_ON = f"""\
+SELECT {COLUMNS} FROM (
+    SELECT {COLUMNS} FROM {TABLE}
+    WHERE channel = %(channel)s AND position <= %(until)s AND sid IS NULL
+        AND (namespace IS NULL OR namespace = %(namespace)s)
+    ORDER BY channel DESC, position DESC LIMIT %(limit)s
+) AS recent
+ORDER BY position"""
 
 #: Messages on a channel after a position up to another, in order.
 MESSAGES_ON = f"""\

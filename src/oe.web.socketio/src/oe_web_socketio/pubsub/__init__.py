@@ -193,6 +193,17 @@ class Broker(Protocol):
         :raises DatabaseUnavailable: the backend cannot be read.
         """
 
+    def recent(
+        self, database: str, channel: str, limit: int, *, namespace: str | None
+    ) -> list[Replayed]:
+        """The last *limit* messages delivered on *channel* of *database*
+        to the sockets of *namespace* (those of every namespace too),
+        oldest first, among those still kept: a channel's history, for a
+        socket that joins it.
+
+        :raises DatabaseUnavailable: the backend cannot be read.
+        """
+
     def attach(self, socket: Listening) -> None:
         """Offer *socket*'s adapter the messages of its channel."""
 
@@ -253,6 +264,11 @@ class NullBroker:
         *,
         namespace: str | None,
         channels: Iterable[str],
+    ) -> list[Replayed]:
+        raise DatabaseUnavailable(database, NO_BROKER)
+
+    def recent(
+        self, database: str, channel: str, limit: int, *, namespace: str | None
     ) -> list[Replayed]:
         raise DatabaseUnavailable(database, NO_BROKER)
 

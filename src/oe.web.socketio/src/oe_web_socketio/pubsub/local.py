@@ -214,6 +214,28 @@ class LocalBroker:
             and (a.channel is None or a.channel in wanted)
         ]
 
+    def recent(
+        self, database: str, channel: str, limit: int, *, namespace: str | None
+    ) -> list[Replayed]:
+        """The last *limit* kept messages on *channel* for *namespace*,
+        oldest first."""
+        self._check(database)
+        self._forget(time.monotonic())
+        found: list[Replayed] = []
+        for position, a, payload, _ in reversed(self.history):
+            if len(found) >= limit:
+                break
+            if (
+                a.channel == channel
+                and a.sid is None
+                and (a.namespace is None or a.namespace == namespace)
+            ):
+                found.append(
+                    Replayed(position, self.token(database, position), channel, payload)
+                )
+        found.reverse()
+        return found
+
     def attach(self, socket: Listening) -> None:
         """Deliver the messages of its adapter's channel to *socket*."""
         self.deliverer.attach(socket)

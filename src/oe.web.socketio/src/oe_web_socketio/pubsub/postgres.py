@@ -294,6 +294,29 @@ class OutboxBroker:
             for position, channel, _ns, _sid, text in rows
         ]
 
+    def recent(
+        self, database: str, channel: str, limit: int, *, namespace: str | None
+    ) -> list[Replayed]:
+        """The last *limit* messages delivered on *channel* of *database*
+        for *namespace*, oldest first, read in one query.
+
+        :raises DatabaseUnavailable: the database cannot be read, or its
+            bridge is not connected.
+        """
+        state = self._state(database)
+        params = {
+            "channel": channel,
+            "until": state.delivered,
+            "namespace": namespace,
+            "limit": limit,
+        }
+        with self.pools.cursor(database) as cursor:
+            rows = cursor.execute(outbox.RECENT_ON, params).fetchall()
+        return [
+            Replayed(position, state.token(position), channel, json.loads(text))
+            for position, _channel, _ns, _sid, text in rows
+        ]
+
     def wait_messages(
         self, database: str, channel: str, since: Any, timeout: float
     ) -> list[Message]:
