@@ -167,12 +167,15 @@ class DemoPage:
 
 @pytest.fixture
 def open_page(browser, appliance):
-    """``open_page(url=None, setup=None)``: a tab in a fresh browser
-    context (a user of its own); *setup(context)* runs before the page."""
+    """``open_page(url=None, setup=None, viewport=None)``: a tab in a
+    fresh browser context (a user of its own), 1280 × 800 unless
+    *viewport* says; *setup(context)* runs before the page."""
     contexts = []
 
-    def open_(url=None, setup=None):
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
+    def open_(url=None, setup=None, viewport=None):
+        context = browser.new_context(
+            viewport=viewport or {"width": 1280, "height": 800}
+        )
         context.set_default_timeout(30_000)
         contexts.append(context)
         if setup is not None:
@@ -253,6 +256,22 @@ def test_two_users_chat_and_see_a_party_renamed(
     ada.page.fill("#room-name", "No Spaces!")
     ada.page.press("#room-name", "Enter")
     expect(ada.page.locator("#join-error")).to_be_visible()
+
+    # A reload keeps her rooms, and each shows what was said there
+    # (the room's history), once.
+    ada.page.reload()
+    ada.logged_in(users["ada"][0])
+    expect(ada.page.locator(f'#rooms .tab[data-room="{room}"]')).to_have_count(1)
+    expect(
+        ada.page.locator('#rooms .tab[data-room="general"]')
+    ).to_have_attribute("aria-selected", "true")
+    expect(ada.lines(f"Hello Grace, {token}")).to_have_count(1, timeout=SHOWN)
+    expect(ada.lines(f"Hi Ada! {token}")).to_have_count(1)
+    ada.page.click(f'#rooms .tab[data-room="{room}"] button.link')
+    expect(ada.lines(f"Only in {room}")).to_have_count(1, timeout=SHOWN)
+    expect(ada.lines(f"Hello Grace, {token}")).to_have_count(0)
+    grace.say(f"After the reload, in {room}")
+    expect(ada.lines(f"After the reload, in {room}")).to_have_count(1, timeout=SHOWN)
 
     # Grace leaves: Ada sees her go.
     grace.page.close()
@@ -338,12 +357,38 @@ def test_network_cut_loses_nothing_and_shows_nothing_twice(
             expect(ada.party(party_id)).to_have_text(f"Jacquard Looms v2 {token}")
             # In the order they were said, each once.
             shown = ada.page.locator("#messages .line .text").all_inner_texts()
-            assert [t for t in shown if "while you were away" in t] == texts
+            assert [t for t in shown if t in texts] == texts
             # Still live afterwards.
             assert call(grace, "say", "general", f"and now {token}") == {"ok": True}
             expect(ada.lines(f"and now {token}")).to_have_count(1, timeout=SHOWN)
     finally:
         proxy.close()
+
+
+def test_on_a_phone_the_page_fits_and_the_chat_input_is_in_view(open_page, users):
+    # An iPhone 12's screen, in CSS pixels.
+    ada = logged_in_page(
+        open_page, users, "ada", viewport={"width": 390, "height": 844}
+    )
+    sizes = ada.page.evaluate(
+        """() => {
+          const box = (s) => document.querySelector(s).getBoundingClientRect();
+          return {
+            page: document.documentElement.scrollWidth,
+            header: document.querySelector(".topbar").scrollWidth,
+            logout: box("#logout").right, name: box("#me-name").width,
+            chip: box("#connection").height, lineHeight: parseFloat(
+              getComputedStyle(document.querySelector("#connection")).lineHeight),
+            say: box("#say").bottom, send: box("#say-form button").right,
+          };
+        }"""
+    )
+    assert sizes["page"] <= 390 and sizes["header"] <= 390, sizes
+    assert sizes["logout"] <= 390 and sizes["send"] <= 390, sizes
+    assert sizes["name"] > 40, sizes  # the user's name, not squeezed away
+    assert sizes["chip"] < 2 * sizes["lineHeight"], sizes  # one line
+    assert sizes["say"] <= 844, sizes  # no scrolling to type a line
+    screenshot(ada.page, "demo-phone")
 
 
 def test_wrong_password_says_so(open_page, users):

@@ -8,6 +8,7 @@ Tryton session, as for any namespace). What a client may do::
     socket.emit("who", ack)                    // [{uid, login, name}, …]
     socket.emit("subscribe", "demo.room.sales", ack)   // join a room
     socket.emit("say", "sales", "hello", ack)  // {"ok": true}
+    socket.emit("history", "sales", ack)       // {"lines": [{line, position}, …]}
     socket.emit("subscribe", "demo.parties", ack)      // live party changes
     socket.emit("parties", ack)                // {"parties": [...], "total"}
 
@@ -65,6 +66,8 @@ ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 PARTIES = "demo.parties"
 #: Longest chat line, in characters.
 MAX_TEXT = 500
+#: Most chat lines of a room the ``history`` event answers.
+HISTORY = 50
 #: Most parties the ``parties`` event answers (by name).
 MAX_PARTIES = 200
 
@@ -245,6 +248,20 @@ class DemoNamespace(Namespace):
         }
         self.publish(line, channel, namespace=self.path)
         return {"ok": True}
+
+    def on_history(self, room: Any = None) -> dict[str, Any]:
+        """The ``history`` event: the last :data:`HISTORY` lines said in
+        *room*, which this socket joined, oldest first, each with its
+        position (a line that arrives live as well has the same one)."""
+        channel = room_channel(room)
+        if channel not in self.channels:
+            raise EventError(FORBIDDEN, f"join the room {room!r} first")
+        return {
+            "lines": [
+                {"line": message.payload, "position": message.token}
+                for message in self.recent(channel, HISTORY)
+            ]
+        }
 
     # --- parties
 

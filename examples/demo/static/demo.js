@@ -3,7 +3,9 @@
 // for who is online, chat rooms and the live list of parties.
 //
 // The session lives in this tab's sessionStorage: a reload keeps it, a new
-// tab asks again. What the page tells the user sits in one banner:
+// tab asks again; so do the rooms joined and the one shown. A room shows
+// its last lines when joined (the "history" event), then what is said
+// live; lines carry their position, so none shows twice. What the page tells the user sits in one banner:
 // a wrong login, an expired session (back to the login form), the
 // real-time server out of reach (cleared by itself once it is back).
 //
@@ -17,6 +19,7 @@
   const PARTIES = "demo.parties";
   const ROOM_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
   const STORAGE_KEY = "oe_web_socketio_demo";
+  const ROOMS_KEY = "oe_web_socketio_demo.rooms";
   // Milliseconds a lost connection may last before the banner says so
   // (a transport switch is not worth a message).
   const REACH_GRACE = 1000;
@@ -40,7 +43,7 @@
     session: null, // {login, uid, key, database, header}
     socket: null,
     online: [],
-    rooms: new Map(), // name -> {lines: [], unread: 0}
+    rooms: new Map(), // name -> {lines: [], unread: 0, positions: Set}
     room: "general",
     parties: new Map(), // id -> {id, name, code}
     banner: null,
@@ -178,6 +181,23 @@
     state.session = null;
     clearTimeout(state.reachTimer);
     saveSession(null);
+    sessionStorage.removeItem(ROOMS_KEY);
+  }
+
+  // The rooms joined and the one shown, for a reload of this tab.
+  function saveRooms() {
+    sessionStorage.setItem(ROOMS_KEY, JSON.stringify({ rooms: [...state.rooms.keys()], room: state.room }));
+  }
+
+  function loadRooms() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(ROOMS_KEY) ?? "null");
+      const rooms = (saved?.rooms ?? []).filter((name) => typeof name === "string" && ROOM_NAME.test(name));
+      if (rooms.length) return { rooms, room: rooms.includes(saved.room) ? saved.room : rooms[0] };
+    } catch (error) {
+      // Ignored: the general room.
+    }
+    return { rooms: ["general"], room: "general" };
   }
 
   function showLogin() {
@@ -199,8 +219,10 @@
     state.database = session.database;
     saveSession(session);
     state.online = [];
-    state.rooms = new Map([["general", { lines: [], unread: 0 }]]);
-    state.room = "general";
+    const saved = loadRooms();
+    state.rooms = new Map();
+    for (const name of saved.rooms) room(name);
+    state.room = saved.room;
     state.parties = new Map();
     $("#login-view").hidden = true;
     $("#app-view").hidden = false;
@@ -228,7 +250,9 @@
     });
     socket.on("resync", () => {
       if (socket !== state.socket) return;
-      systemLine(state.room, "Back after a long time away: the party list was reloaded.");
+      // What was missed is no longer all kept: show each room's last lines.
+      for (const name of state.rooms.keys()) loadHistory(name, true);
+      systemLine(state.room, "Back after a long time away: the rooms and the party list were reloaded.");
       loadParties();
     });
     socket.on("error", (error) => console.warn("demo: the server said", error));
@@ -238,7 +262,12 @@
       .subscribe(PARTIES)
       .then(loadParties)
       .catch((error) => partyError(error.message));
-    socket.subscribe(ROOM_PREFIX + "general").catch((error) => joinError(error.message));
+    for (const name of saved.rooms) {
+      socket
+        .subscribe(ROOM_PREFIX + name)
+        .then(() => loadHistory(name))
+        .catch((error) => joinError(error.message));
+    }
   }
 
   function onStatus(socket, status, detail, data) {
@@ -284,10 +313,10 @@
     }
   }, 2000);
 
-  function onMessage(message, channel) {
+  function onMessage(message, channel, position) {
     if (channel === PARTIES) onPartyChange(message);
     else if (typeof channel === "string" && channel.startsWith(ROOM_PREFIX)) {
-      addLine(channel.slice(ROOM_PREFIX.length), message);
+      addLine(channel.slice(ROOM_PREFIX.length), message, position);
     }
   }
 
@@ -343,13 +372,23 @@
   // --- chat
 
   function room(name) {
-    if (!state.rooms.has(name)) state.rooms.set(name, { lines: [], unread: 0 });
+    if (!state.rooms.has(name)) state.rooms.set(name, { lines: [], unread: 0, positions: new Set() });
     return state.rooms.get(name);
   }
 
-  function addLine(name, line) {
+  // The number of a position "<epoch>:<n>", to order lines by.
+  function positionNumber(position) {
+    const n = Number(String(position ?? "").split(":").pop());
+    return Number.isFinite(n) ? n : Infinity;
+  }
+
+  function addLine(name, line, position) {
     const target = room(name);
-    target.lines.push(line);
+    if (position !== undefined && position !== null) {
+      if (target.positions.has(position)) return; // shown already (history)
+      target.positions.add(position);
+    }
+    target.lines.push({ ...line, position });
     if (target.lines.length > MAX_LINES) target.lines.shift();
     if (name === state.room) renderMessages();
     else {
@@ -360,6 +399,38 @@
 
   function systemLine(name, text) {
     addLine(name, { type: "system", text });
+  }
+
+  // The room's last lines, before those that came live since it was
+  // joined; *replace*: instead of what it shows (after a resync).
+  async function loadHistory(name, replace = false) {
+    if (!state.socket) return;
+    let answer;
+    try {
+      answer = await state.socket.emit("history", name);
+    } catch (error) {
+      console.warn("demo: no history of", name, error);
+      return;
+    }
+    if (!state.rooms.has(name)) return; // left meanwhile
+    const target = room(name);
+    if (replace) {
+      target.lines = [];
+      target.positions = new Set();
+    }
+    const older = [];
+    for (const { line, position } of answer.lines ?? []) {
+      if (target.positions.has(position)) continue;
+      target.positions.add(position);
+      older.push({ ...line, position });
+    }
+    // Stable: lines without a position (the page's own) keep their place.
+    target.lines = [...older, ...target.lines]
+      .map((line, index) => [line, index])
+      .sort(([a, i], [b, j]) => positionNumber(a.position) - positionNumber(b.position) || i - j)
+      .map(([line]) => line)
+      .slice(-MAX_LINES);
+    if (name === state.room) renderMessages();
   }
 
   function renderRooms() {
@@ -400,6 +471,7 @@
 
   function selectRoom(name) {
     state.room = name;
+    saveRooms();
     room(name).unread = 0;
     renderRooms();
     renderMessages();
@@ -467,6 +539,7 @@
       room(name);
       input.value = "";
       selectRoom(name);
+      loadHistory(name);
     } catch (error) {
       joinError(error.message);
     }
@@ -476,6 +549,7 @@
     if (state.rooms.size <= 1) return;
     state.rooms.delete(name);
     if (state.room === name) state.room = state.rooms.keys().next().value;
+    saveRooms();
     renderRooms();
     renderMessages();
     try {
