@@ -262,9 +262,9 @@ def test_two_users_chat_and_see_a_party_renamed(
     ada.page.reload()
     ada.logged_in(users["ada"][0])
     expect(ada.page.locator(f'#rooms .tab[data-room="{room}"]')).to_have_count(1)
-    expect(
-        ada.page.locator('#rooms .tab[data-room="general"]')
-    ).to_have_attribute("aria-selected", "true")
+    expect(ada.page.locator('#rooms .tab[data-room="general"]')).to_have_attribute(
+        "aria-selected", "true"
+    )
     expect(ada.lines(f"Hello Grace, {token}")).to_have_count(1, timeout=SHOWN)
     expect(ada.lines(f"Hi Ada! {token}")).to_have_count(1)
     ada.page.click(f'#rooms .tab[data-room="{room}"] button.link')
