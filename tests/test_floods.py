@@ -17,25 +17,23 @@ them over a second or two) and resume.
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import json
 import os
-import re
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from oe_web_socketio import outbox
 
 from .appliance import ROOT
+from .nginx import private_nginx
 from .realtime import RealtimeServer
-from .tryton import free_port, new_password
+from .tryton import new_password
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,24 +86,6 @@ class StubUpstream(threading.Thread):
             connection.close()
 
 
-def render_value(key: str) -> str:
-    """The value of ``section:option`` in appliance.cfg."""
-    defaults = configparser.ConfigParser(interpolation=None)
-    defaults.read(ROOT / "appliance.cfg")
-    section, _, option = key.partition(":")
-    return defaults[section][option]
-
-
-def render(template: Path, values: dict[str, str]) -> str:
-    """*template* with each ``${section:option}`` replaced from *values*
-    (keys ``section:option``), else from appliance.cfg."""
-    return re.sub(
-        r"\$\{([^}]+)\}",
-        lambda match: values.get(match.group(1)) or render_value(match.group(1)),
-        template.read_text(),
-    )
-
-
 class Nginx:
     """The private nginx: its URL and its upstream."""
 
@@ -118,46 +98,16 @@ class Nginx:
 def nginx(tmp_path_factory) -> Iterator[Nginx]:
     """The URL of a private nginx with the template's limits set to
     :data:`LIMITS`, before a :class:`StubUpstream`."""
-    directory = tmp_path_factory.mktemp("nginx")
-    for path in ("var/run", "var/log", "var/nginx", "examples/demo/static"):
-        (directory / path).mkdir(parents=True)
     upstream = StubUpstream()
     upstream.start()
-    port = free_port()
     values = {
-        "buildout:directory": str(directory),
-        "ports:http": str(port),
         "ports:trytond": str(upstream.port),
         "ports:socketio": str(upstream.port),
         "settings:database": "oe",
         **{f"nginx:{key}": value for key, value in LIMITS.items()},
     }
-    text = render(ROOT / "templates" / "nginx.conf.in", values)
-    text = re.sub(r"^\s*listen \[::\]:\d+;\n", "", text, flags=re.MULTILINE)
-    config = directory / "nginx.conf"
-    config.write_text(text)
-    executable = render_value("nginx:executable")
-    process = subprocess.Popen(
-        [executable, "-p", str(directory), "-c", str(config), "-g", "daemon off;"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"nginx did not start: {process.stderr.read().decode()}")
-            time.sleep(0.05)
-    yield Nginx(url, upstream)
-    process.terminate()
-    process.wait(10)
-    process.stderr.close()
+    with private_nginx(tmp_path_factory.mktemp("nginx"), values) as url:
+        yield Nginx(url, upstream)
     upstream.close()
 
 
