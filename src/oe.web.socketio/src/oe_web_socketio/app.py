@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import socketio
+from prometheus_client import Histogram
 
-from oe_web_socketio import __version__, logs, pubsub
+from oe_web_socketio import __version__, logs, metrics, pubsub
 from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.config import Config
 from oe_web_socketio.directory import SocketDirectory
@@ -126,13 +127,18 @@ def engine(config: Config) -> Server:
 
 
 def broker(
-    config: Config, host: Host | None, sio: Server, directory: SocketDirectory
+    config: Config,
+    host: Host | None,
+    sio: Server,
+    directory: SocketDirectory,
+    lag: Histogram | None = None,
 ) -> pubsub.Broker:
     """What delivers the messages published through the database: its
     outbox, fed by the host's notification consumers, when the host has
     databases; else the in-process broker of one process
     (:mod:`oe_web_socketio.pubsub.local`), whose one database is the
-    first of :attr:`Config.databases`."""
+    first of :attr:`Config.databases`. The outbox's broker observes its
+    delivery lag in *lag* (see :func:`oe_web_socketio.metrics.lag_histogram`)."""
     if host is None or host.pools is None:
         return LocalBroker(
             sio,
@@ -150,6 +156,7 @@ def broker(
         consumers=host.consumers(),
         history_max_age=config.history_max_age,
         history_max_count=config.history_max_count,
+        lag=lag,
     )
 
 
@@ -255,7 +262,8 @@ class Application:
         self.sio = engine(config)
         # Empty until the namespaces are served (sockets() fills it).
         directory = SocketDirectory()
-        self.broker = broker(config, host, self.sio, directory)
+        lag = metrics.lag_histogram()
+        self.broker = broker(config, host, self.sio, directory, lag)
         self.socketio = sockets(
             config, host, self.sio, self.broker, directory, namespaces
         )
@@ -268,6 +276,17 @@ class Application:
             **self.broker.counters(),
             **({"sessions": self.sessions.stats} if self.sessions is not None else {}),
         }
+        #: What ``/metrics`` answers: the figures of /health and more.
+        self.metrics = metrics.registry(
+            metrics.Collector(
+                server=self.sio,
+                socketio=self.socketio,
+                count_clients=self.count_clients,
+                counters=counters,
+                broker=type(self.broker).__name__,
+                lag=lag if isinstance(self.broker, OutboxBroker) else None,
+            )
+        )
         # Raises DuplicateRouteError.
         self.router = Router(
             [
@@ -278,6 +297,7 @@ class Application:
                     count_clients=self.count_clients,
                     counters=counters,
                 ),
+                metrics.metrics_route(self.metrics),
                 # The browser client, GET /oe_web_socketio/oe_web_socketio.js.
                 static_route(),
             ]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +175,11 @@ class Dispatcher(socketio.Namespace):
         self.sockets: dict[str, Namespace] = {}
         #: Handler, signature and arity of each event name, found once.
         self._handlers: dict[str, _Handler] = {}
+        #: Events received from the clients of the path (``/metrics``).
+        self.received = 0
+        #: Connections and events refused, and events answered with an
+        #: error, by code (``/metrics``): the one count of each.
+        self.refused: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         cls = self.namespace_class
@@ -215,12 +221,14 @@ class Dispatcher(socketio.Namespace):
             logger.exception(
                 "Error creating %s for %s", self.namespace_class, request.address
             )
+            self.refused[INTERNAL_ERROR] += 1
             raise sio_exceptions.ConnectionRefusedError(
                 "internal server error", {"code": INTERNAL_ERROR}
             ) from None
         refusal = self._authenticate(socket, environ, auth_payload)
         if refusal is not None:
             code, reason = refusal
+            self.refused[code] += 1
             logger.warning(
                 "Refused connection to %s from %s: %s",
                 self.namespace,
@@ -236,6 +244,7 @@ class Dispatcher(socketio.Namespace):
             socket.events.on_connect.send(request, socket, socket.context)
         except (sio_exceptions.ConnectionRefusedError, ConnectionRefusedError) as exc:
             self._drop(socket)
+            self.refused[refusal_code(exc)] += 1
             reason = getattr(exc, "error_args", {}).get("message", exc)
             logger.warning(
                 "Refused %r from %s: %s",
@@ -248,6 +257,7 @@ class Dispatcher(socketio.Namespace):
         except Exception as exc:  # noqa: BLE001 - the namespace's fault, logged
             socket.report_error(exc, "connection")
             self._drop(socket)
+            self.refused[INTERNAL_ERROR] += 1
             raise sio_exceptions.ConnectionRefusedError(
                 "internal server error", {"code": INTERNAL_ERROR}
             ) from None
@@ -338,6 +348,7 @@ class Dispatcher(socketio.Namespace):
         if socket is None or not socket.connected:
             # python-socketio checked it, but this greenlet started later.
             return None
+        self.received += 1
         size: int | None = getattr(event, "size", None)
         if self.settings.message_log_format is not None:
             self._log_message(socket, event, size)
@@ -424,7 +435,8 @@ class Dispatcher(socketio.Namespace):
 
     def _answer(self, socket: Namespace, event: str, payload: Any) -> Any:
         """Return *payload* as the acknowledgement, or, when the client
-        asked for none, send it as an ``error`` event."""
+        asked for none, send it as an ``error`` event; count its code."""
+        self.refused[payload["error"]["code"]] += 1
         if getattr(event, "ack", True):
             return payload
         socket.error(payload["error"]["code"], payload["error"]["message"])
@@ -456,11 +468,14 @@ class UnknownNamespace(socketio.Namespace):
     def __init__(self, trusted_proxies: tuple[str, ...] = ()) -> None:
         super().__init__("*")
         self.trusted_proxies = trusted_proxies
+        #: Connections refused (``/metrics``).
+        self.refused = 0
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event == "connect" and not isinstance(event, IncomingEvent):
             path, _sid, environ = args[:3]
             address = auth.client_address(environ, self.trusted_proxies)
+            self.refused += 1
             logger.warning(
                 "Refused connection from %s to unknown namespace %s",
                 address,
@@ -471,3 +486,11 @@ class UnknownNamespace(socketio.Namespace):
                 f"unknown namespace {shorten(path)}", {"code": UNKNOWN_NAMESPACE}
             )
         return None
+
+
+def refusal_code(exc: BaseException) -> str:
+    """The code a :class:`ConnectionRefusedError` a namespace raised tells
+    the client (its ``data``'s ``code``), or :data:`FORBIDDEN`."""
+    data = getattr(exc, "error_args", {}).get("data")
+    code = data.get("code") if isinstance(data, Mapping) else None
+    return code if isinstance(code, str) else FORBIDDEN

@@ -225,10 +225,14 @@ SELECT coalesce(
 #: The columns of a message: position, channel, namespace, sid, payload.
 COLUMNS = "position, channel, namespace, sid, payload::text"
 
-#: Messages after a position, in order, with their transaction id: what
-#: a server delivers live.
+#: Messages after a position, in order, with their transaction id and
+#: the seconds since their row was written (``create_date``, the start of
+#: the transaction that wrote it: for a short transaction, its commit),
+#: by the database's clock: what a server delivers live.
 NEW_MESSAGES = f"""\
-SELECT {COLUMNS}, xid::text FROM {TABLE}
+SELECT {COLUMNS}, xid::text,
+    extract(epoch FROM (clock_timestamp() AT TIME ZONE 'UTC') - create_date)::float8
+FROM {TABLE}
 WHERE position > %s
 ORDER BY position LIMIT %s"""
 

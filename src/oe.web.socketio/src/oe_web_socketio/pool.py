@@ -173,6 +173,15 @@ class CursorPools:
             waiting=measures.get("requests_waiting", 0),
         )
 
+    def all_stats(self) -> dict[str, dict[str, int]]:
+        """:meth:`stats` of each database a cursor was asked for, for
+        ``/health``."""
+        with self._lock:
+            databases = list(self._pools)
+        return {
+            database: dataclasses.asdict(self.stats(database)) for database in databases
+        }
+
     def close(self) -> None:
         """Close every pool: idle connections now, lent ones when returned.
 

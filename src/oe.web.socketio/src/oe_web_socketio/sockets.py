@@ -22,6 +22,7 @@ A connection to a path nobody registered is refused with the reason
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import io
@@ -348,6 +349,10 @@ class Server(socketio.Server):
     too, and ``_handle_eio_message``): versions.cfg pins it, and
     tests/test_protocol.py fails if they stop being called.
 
+    It also counts the emits of this process by namespace
+    (:attr:`emitted`, for ``/metrics``): one per call, whatever the number
+    of recipients, so that a fan-out costs one count.
+
     :param trusted_proxies: whose ``X-Forwarded-For`` names the client in
         that line.
     """
@@ -356,6 +361,31 @@ class Server(socketio.Server):
         super().__init__(**kwargs)
         self.trusted_proxies = trusted_proxies
         self.eio.describe_client = self._describe_client
+        #: Calls of :meth:`emit`, by namespace.
+        self.emitted: collections.Counter[str] = collections.Counter()
+
+    def emit(
+        self,
+        event: str,
+        data: Any = None,
+        to: Any = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        namespace: str | None = None,
+        callback: Callable[..., Any] | None = None,
+        ignore_queue: bool = False,
+    ) -> None:
+        self.emitted[namespace or "/"] += 1
+        super().emit(
+            event,
+            data,
+            to=to,
+            room=room,
+            skip_sid=skip_sid,
+            namespace=namespace,
+            callback=callback,
+            ignore_queue=ignore_queue,
+        )
 
     def _engineio_server_class(self) -> type[engineio.Server]:
         return EngineIOServer
@@ -423,7 +453,9 @@ class SocketIO:
         self.settings = settings
         self.directory = directory if directory is not None else SocketDirectory()
         self._registrations: dict[str, Registration] = {}
-        server.register_namespace(UnknownNamespace(settings.trusted_proxies))
+        #: Refuses the paths nobody serves, and counts them.
+        self.unknown = UnknownNamespace(settings.trusted_proxies)
+        server.register_namespace(self.unknown)
 
     @property
     def namespaces(self) -> Mapping[str, type[Namespace]]:

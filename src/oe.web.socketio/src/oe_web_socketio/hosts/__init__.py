@@ -166,8 +166,11 @@ class Host(abc.ABC):
 
     def counters(self) -> Mapping[str, Callable[[], Any]]:
         """Figures of the host for ``/health``, by name (each callable
-        returns a JSON value); none by default."""
-        return {}
+        returns a JSON value): ``pools``, the cursors of each database in
+        use, idle and awaited, when the host has cursor pools."""
+        if self.pools is None:
+            return {}
+        return {"pools": self.pools.all_stats}
 
     def close(self) -> None:
         """Release what the host holds (the cursor pools) and end what it

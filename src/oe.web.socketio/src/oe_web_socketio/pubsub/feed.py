@@ -44,6 +44,7 @@ from oe_web_socketio import outbox
 
 if TYPE_CHECKING:
     import psycopg
+    from prometheus_client import Histogram
 
     from oe_web_socketio.listener import Listener
     from oe_web_socketio.pubsub.deliver import Deliverer
@@ -112,8 +113,12 @@ class OutboxFeed:
     :param history_max_age: seconds a message is kept for clients that
         resume.
     :param history_max_count: most messages kept for them.
+    :param lag: where to observe the seconds from each message's row to
+        its delivery (see :func:`oe_web_socketio.metrics.lag_histogram`),
+        once per batch, after its emits.
 
     :ivar outbox: what is known of the outbox (:class:`Outbox`).
+    :ivar messages: messages delivered (``/health``, ``/metrics``).
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class OutboxFeed:
         prune_interval: float,
         history_max_age: float,
         history_max_count: int,
+        lag: Histogram | None = None,
     ) -> None:
         self.database = database
         self.deliverer = deliverer
@@ -133,6 +139,8 @@ class OutboxFeed:
         self.history_max_age = history_max_age
         self.history_max_count = history_max_count
         self.outbox = Outbox(database)
+        self.messages = 0
+        self._lag = lag.labels(database) if lag is not None else None
         self.listener: Listener | None = None
         self.last_prune = float("-inf")
         #: Whether the absence of the outbox was logged.
@@ -274,6 +282,12 @@ class OutboxFeed:
                 self._deliver(row, paths)
                 self.outbox.saw(row[5])
             self.outbox.advance(rows[-1][0])
+            # Counted per batch, after the emits: the figures cost nothing
+            # per recipient.
+            self.messages += len(rows)
+            if self._lag is not None:
+                for row in rows:
+                    self._lag.observe(row[6])
             if len(rows) < self.page_size:
                 return
 

@@ -80,6 +80,7 @@ from oe_web_socketio.pubsub.publisher import Publisher
 
 if TYPE_CHECKING:
     import socketio
+    from prometheus_client import Histogram
 
     from oe_web_socketio.pool import CursorPools
     from oe_web_socketio.pubsub import Listening
@@ -109,6 +110,8 @@ class OutboxBroker:
         resume (default :attr:`history_max_age`).
     :param history_max_count: most messages kept for them (default
         :attr:`history_max_count`).
+    :param lag: the histogram of the delivery lag each feed observes (see
+        :func:`oe_web_socketio.metrics.lag_histogram`); ``None``: none.
     """
 
     #: Messages survive a restart of this server.
@@ -135,6 +138,7 @@ class OutboxBroker:
         *,
         history_max_age: float | None = None,
         history_max_count: int | None = None,
+        lag: Histogram | None = None,
     ) -> None:
         if history_max_age is not None:
             self.history_max_age = history_max_age
@@ -156,6 +160,7 @@ class OutboxBroker:
                 prune_interval=self.prune_interval,
                 history_max_age=self.history_max_age,
                 history_max_count=self.history_max_count,
+                lag=lag,
             )
             for database in self.databases
         }
@@ -203,6 +208,7 @@ class OutboxBroker:
             database: {
                 **(feed.listener.health() if feed.listener else {}),
                 "delivered": feed.outbox.delivered,
+                "messages": feed.messages,
             }
             for database, feed in self.feeds.items()
         }

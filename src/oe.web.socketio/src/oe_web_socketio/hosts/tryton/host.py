@@ -95,8 +95,9 @@ class TrytonHost(TrytonSessions):
         return {BUS_CHANNEL: self.bus.notify}
 
     def counters(self) -> Mapping[str, Callable[[], Any]]:
-        """The bus's polls and cached messages, by database."""
-        return {"bus": self.bus.stats}
+        """The pools' cursors, and the bus's polls and cached messages,
+        by database."""
+        return {**super().counters(), "bus": self.bus.stats}
 
     def close(self) -> None:
         """Answer the bus's held polls, then close the cursor pools."""
