@@ -38,6 +38,7 @@ import socketio
 from prometheus_client import Histogram
 
 from oe_web_socketio import __version__, logs, metrics, pubsub
+from oe_web_socketio.admin import AdminView, server_id
 from oe_web_socketio.auth import AllowedOrigins, client_address
 from oe_web_socketio.config import Config
 from oe_web_socketio.directory import SocketDirectory
@@ -209,6 +210,23 @@ def session_watch(
     return SessionWatch(directory, config.session_check_interval)
 
 
+def admin_view(config: Config, host: Host | None, sio: Server) -> AdminView | None:
+    """The Admin UI's namespace (:mod:`oe_web_socketio.admin`), when
+    :attr:`Config.admin_ui` is on and a host says who administers it;
+    ``None`` otherwise (the namespace is not served)."""
+    if not config.admin_ui:
+        return None
+    if host is None:
+        logger.warning("admin_ui is on, but no host says who administers: not served")
+        return None
+    return AdminView(
+        sio,
+        host,
+        server_id=server_id(config.port),
+        trusted_proxies=config.trusted_proxies,
+    )
+
+
 def served_databases(config: Config, host: Host | None) -> tuple[str, ...]:
     """The databases ``/health`` names: :attr:`Config.databases`, none for
     a host without a database (a plain WSGI application's)."""
@@ -268,6 +286,8 @@ class Application:
             config, host, self.sio, self.broker, directory, namespaces
         )
         self.sessions = session_watch(config, host, directory)
+        #: The Admin UI's view of this process, when it is on.
+        self.admin = admin_view(config, host, self.sio)
         # Raises RouteError, ConfigError (loads the host's models with routes).
         self.longpolling = longpolling_endpoints(config, host, self.broker)
         counters: dict[str, Callable[[], Any]] = {
@@ -375,6 +395,8 @@ class Application:
             # abort: without the close packet.
             session.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
         self.sio.shutdown()
+        if self.admin is not None:
+            self.admin.shutdown()
         if self.sessions is not None:
             self.sessions.stop()
         self.broker.stop()

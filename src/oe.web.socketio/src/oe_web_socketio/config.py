@@ -162,6 +162,10 @@ class Config:
         ``ws``); a connection that gets compressed messages holds some
         90 KiB of zlib state. Turn it on only for large, repetitive
         messages.
+    :ivar admin_ui: whether the namespace of the Socket.IO Admin UI
+        (``/admin``, see :mod:`oe_web_socketio.admin`) is served, to the
+        host's administrators only. Off by default: watching wraps every
+        emit of the process.
     """
 
     databases: tuple[str, ...] = ("oe",)
@@ -195,6 +199,7 @@ class Config:
     max_connections: int | None = None
     connect_timeout: float = 10.0
     websocket_compression: bool = False
+    admin_ui: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

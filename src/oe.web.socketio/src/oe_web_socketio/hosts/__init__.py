@@ -125,6 +125,15 @@ class Host(abc.ABC):
             log_refusal(environ, address, exc)
             raise
 
+    def administers(self, identity: Identity) -> bool:
+        """Whether *identity* (authenticated) administers the host
+        application, and may watch every socket (the Admin UI, see
+        :mod:`oe_web_socketio.admin`); nobody does by default.
+
+        :raises DatabaseUnavailable: it cannot be told now.
+        """
+        return False
+
     def named_database(self, environ: Mapping[str, Any]) -> str | None:
         """The database a plain HTTP request names (Tryton: its
         ``X-Tryton-Database`` header), or ``None``: the server's first.

@@ -19,8 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from oe_web_socketio.auth import Identity
 from oe_web_socketio.config import Config
-from oe_web_socketio.hosts.tryton.sessions import TrytonAuthenticator, TrytonSessions
+from oe_web_socketio.hosts.tryton.sessions import (
+    ADMINISTRATOR_QUERY,
+    TrytonAuthenticator,
+    TrytonSessions,
+)
 from oe_web_socketio.hosts.tryton.settings import TrytonSettings
 
 if TYPE_CHECKING:
@@ -93,6 +98,20 @@ class TrytonHost(TrytonSessions):
     def consumers(self) -> Mapping[str, Callable[[str, str], None]]:
         """The bus's cache, fed by trytond's ``NOTIFY "bus"``."""
         return {BUS_CHANNEL: self.bus.notify}
+
+    def administers(self, identity: Identity) -> bool:
+        """Whether *identity*'s user is in Tryton's group "Administration"
+        (:data:`~oe_web_socketio.hosts.tryton.sessions.ADMINISTRATOR_QUERY`),
+        read now, read-only.
+
+        :raises DatabaseUnavailable: its database cannot be queried now.
+        """
+        if identity.db is None or not isinstance(identity.uid, int):
+            return False
+        with self.pools.cursor(identity.db) as cursor:
+            cursor.execute(ADMINISTRATOR_QUERY, {"uid": identity.uid})
+            row = cursor.fetchone()
+        return bool(row and row[0])
 
     def counters(self) -> Mapping[str, Callable[[], Any]]:
         """The pools' cursors, and the bus's polls and cached messages,

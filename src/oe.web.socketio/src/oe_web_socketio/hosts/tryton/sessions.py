@@ -72,6 +72,26 @@ LEFT JOIN ir_session AS s ON s.create_uid = u.id
 WHERE u.id = %(uid)s"""
 
 
+#: Whether user ``uid`` is in the group "Administration" (``res.group_admin``),
+#: directly or through a group that inherits from it (``parent``, whose
+#: accesses a group inherits), as trytond's ``res.user.get_groups`` counts
+#: them: active groups only.
+ADMINISTRATOR_QUERY = """\
+WITH RECURSIVE reach(id) AS (
+    SELECT g.id FROM "res_user-res_group" AS ug
+    JOIN res_group AS g ON g.id = ug."group" AND g.active
+    WHERE ug."user" = %(uid)s
+    UNION
+    SELECT g.parent FROM res_group AS g
+    JOIN reach AS r ON g.id = r.id
+    JOIN res_group AS p ON p.id = g.parent AND p.active
+)
+SELECT EXISTS (
+    SELECT 1 FROM reach AS r
+    JOIN ir_model_data AS d ON d.db_id = r.id
+    WHERE d.model = 'res.group' AND d.module = 'res' AND d.fs_id = 'group_admin')"""
+
+
 class TrytonAuthenticator:
     """Validates Tryton sessions read-only: an
     :class:`~oe_web_socketio.auth.Authenticator`.
