@@ -68,6 +68,15 @@ def test_options_override_the_file_which_overrides_defaults(tmp_path):
     assert config.databases == ("oe",)  # default
 
 
+def test_the_worker_is_named_on_the_command_line(tmp_path):
+    path = tmp_path / "oe.cfg"
+    path.write_text("[oe_web_socketio]\nworker = n2\n")
+    assert config_from("-c", str(path)).worker == "n2"
+    assert config_from("-c", str(path), "--worker", "w1").worker == "w1"
+    with pytest.raises(ConfigError, match="worker: must be letters"):
+        config_from("--worker", "w.1")
+
+
 def test_every_option():
     config = config_from(
         "-d", "a,b", "--database", "c", "-i", "::1", "-p", "0",

@@ -237,6 +237,19 @@ def test_percent_signs_are_literal(tmp_path):
     assert Config.from_file(path).trytond_config == "/a%b"
 
 
+@pytest.mark.parametrize("worker", ["", "w0", "n-2_b", "x" * 32])
+def test_worker_names_accepted(worker):
+    assert Config(worker=worker).worker == worker
+
+
+@pytest.mark.parametrize("worker", ["w.0", "w 0", "w/0", "é", "x" * 33, "w0\n"])
+def test_worker_names_refused(worker):
+    # '.' ends the name in a session id; the rest would not pass through a
+    # URL's query or nginx's map as they are.
+    with pytest.raises(ConfigError, match="worker: must be letters, digits"):
+        Config(worker=worker)
+
+
 def test_replace_returns_a_validated_copy():
     config = Config()
     assert config.replace(port=0, databases=("a", "b")) == Config(

@@ -29,6 +29,7 @@ def test_endpoint_reports_version_databases_and_live_client_count():
     assert json.loads(first.body) == {
         "status": "ok",
         "version": "1.2",
+        "worker": None,
         "databases": ["a", "b"],
         "clients": 0,
     }
@@ -47,6 +48,11 @@ def test_counters_follow_the_clients():
     assert (body["clients"], body["greenlets"]) == (1, 3)
 
 
+def test_a_worker_says_its_name():
+    health = Health(version="1", databases=["oe"], count_clients=lambda: 0, worker="w1")
+    assert json.loads(health(Request({"REQUEST_METHOD": "GET"})).body)["worker"] == "w1"
+
+
 def test_route_accepts_get_and_head_only():
     route = health_route(version="1", databases=["oe"], count_clients=lambda: 0)
     assert route.path == "/health"
@@ -61,6 +67,7 @@ def test_health_of_a_running_server(spawn_server):
     assert response.json() == {
         "status": "ok",
         "version": __version__,
+        "worker": None,
         "databases": ["oe", "other"],
         "clients": 0,
         "greenlets": 0,

@@ -3,6 +3,7 @@ points and unknown paths against real server processes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import textwrap
 import urllib.parse
@@ -10,7 +11,7 @@ import urllib.parse
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oe_web_socketio.app import socketio_options
+from oe_web_socketio.app import engine, socketio_options
 from oe_web_socketio.config import Config
 from oe_web_socketio.dispatcher import DispatchSettings
 from oe_web_socketio.sockets import (
@@ -22,7 +23,13 @@ from oe_web_socketio.sockets import (
     parse_query,
 )
 from sample_namespaces import Chat, Plugin, Rooted, session
-from socketio_testing import Clients, lines, serve_tests_dir
+from socketio_testing import (
+    Clients,
+    health,
+    lines,
+    raw_polling_session,
+    serve_tests_dir,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,6 +197,31 @@ def test_an_unknown_path_is_refused_with_a_reason(spawn_server, monkeypatch):
         assert other.call("whoami")["uid"] == 2
     finally:
         clients.close()
+
+
+def test_a_lone_server_makes_python_engineios_ids():
+    eio = engine(Config()).eio
+    assert re.fullmatch(r"[A-Za-z0-9_-]{20}", eio.generate_id())
+
+
+def test_a_worker_starts_every_id_with_its_name():
+    eio = engine(Config(worker="w1")).eio
+    ids = {eio.generate_id() for _ in range(100)}
+    assert len(ids) == 100
+    # After the name, python-engineio's own id: 15 bytes, 12 random.
+    assert all(re.fullmatch(r"w1\.[A-Za-z0-9_-]{20}", sid) for sid in ids)
+
+
+def test_a_workers_sessions_and_sockets_carry_its_name(spawn_server, monkeypatch):
+    serve_tests_dir(monkeypatch)
+    server = spawn_server("-n", "/chat=sample_namespaces:Chat", "--worker", "n2")
+    polling = raw_polling_session(server.url)
+    try:
+        assert polling.sid.startswith("n2.")
+        assert polling.socket_sid.startswith("n2.")
+    finally:
+        polling.http.close()
+    assert health(server)["worker"] == "n2"
 
 
 @settings(deadline=None)  # a shared machine

@@ -53,7 +53,7 @@ from oe_web_socketio.pubsub.local import LocalBroker
 from oe_web_socketio.pubsub.postgres import OutboxBroker
 from oe_web_socketio.routing import Router, method_not_allowed, send
 from oe_web_socketio.sessions import SessionWatch
-from oe_web_socketio.sockets import Server, SocketIO
+from oe_web_socketio.sockets import Server, SocketIO, name_worker
 from oe_web_socketio.static import static_route
 from oe_web_socketio.websocket import going_away, use_websocket_transport
 
@@ -124,6 +124,7 @@ def engine(config: Config) -> Server:
     sio = Server(**socketio_options(config))
     use_websocket_transport(sio.eio, compression=config.websocket_compression)
     set_limits(sio.eio, config)
+    name_worker(sio.eio, config.worker)
     return sio
 
 
@@ -316,6 +317,7 @@ class Application:
                     databases=served_databases(config, host),
                     count_clients=self.count_clients,
                     counters=counters,
+                    worker=config.worker or None,
                 ),
                 metrics.metrics_route(self.metrics),
                 # The browser client, GET /oe_web_socketio/oe_web_socketio.js.

@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--port", type=int, metavar="PORT", help="TCP port to listen on"
     )
     parser.add_argument(
+        "--worker",
+        metavar="NAME",
+        help="this worker's name behind the reverse proxy, which starts "
+        "every session id (the appliance gives each worker its own)",
+    )
+    parser.add_argument(
         "--max-cursor",
         type=int,
         metavar="N",
@@ -142,6 +148,7 @@ def load_config(args: argparse.Namespace) -> Config:
             ("interface", args.interface),
             ("port", args.port),
             ("max_cursor", args.max_cursor),
+            ("worker", args.worker),
             ("log_level", args.log_level),
             ("namespaces", args.namespaces),
             ("load_entry_points", args.load_entry_points),

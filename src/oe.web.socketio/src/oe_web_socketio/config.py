@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 import ipaddress
 import math
+import re
 import typing
 import urllib.parse
 from collections.abc import Callable
@@ -36,6 +37,14 @@ SECTION = "oe_web_socketio"
 
 #: Accepted values of :attr:`Config.log_level`.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+#: Longest :attr:`Config.worker`: it starts every session id.
+WORKER_MAX_LENGTH = 32
+
+#: A valid :attr:`Config.worker`: neither ``.`` (which ends it in a session
+#: id) nor anything a URL's query or nginx's regular expressions would
+#: read otherwise.
+WORKER_NAME = re.compile(rf"[A-Za-z0-9_-]{{1,{WORKER_MAX_LENGTH}}}")
 
 #: The fields :attr:`Config.message_log_format` may use.
 MESSAGE_LOG_FIELDS = (
@@ -166,6 +175,13 @@ class Config:
         (``/admin``, see :mod:`oe_web_socketio.admin`) is served, to the
         host's administrators only. Off by default: watching wraps every
         emit of the process.
+    :ivar worker: the name of this process among the workers behind one
+        reverse proxy (letters, digits, ``_`` and ``-``; at most
+        :data:`WORKER_MAX_LENGTH`): every Engine.IO session id it makes
+        starts with ``<worker>.``, by which the proxy sends the session's
+        requests back to it (see :mod:`oe_web_socketio.sockets`), and
+        ``/health`` names it. Empty (the default): a lone server, whose
+        session ids are python-engineio's own.
     """
 
     databases: tuple[str, ...] = ("oe",)
@@ -200,6 +216,7 @@ class Config:
     connect_timeout: float = 10.0
     websocket_compression: bool = False
     admin_ui: bool = False
+    worker: str = ""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -516,6 +533,15 @@ def _check_longpolling_path(path: str) -> str | None:
     return None
 
 
+def _check_worker(worker: str) -> str | None:
+    if worker and not WORKER_NAME.fullmatch(worker):
+        return (
+            "must be letters, digits, '_' and '-', at most "
+            f"{WORKER_MAX_LENGTH} of them, got {worker!r}"
+        )
+    return None
+
+
 def _check_modules(modules: tuple[str, ...]) -> str | None:
     for module in modules:
         if not all(part.isidentifier() for part in module.split(".")):
@@ -552,4 +578,5 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "max_queued_bytes": _at_least(0),
     "max_connections": _optional(_at_least(0)),
     "connect_timeout": _seconds_or_zero,
+    "worker": _check_worker,
 }

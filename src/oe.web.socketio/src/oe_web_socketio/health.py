@@ -2,10 +2,13 @@
 
 The answer is JSON::
 
-    {"status": "ok", "version": "0.1.0", "databases": ["oe"], "clients": 3,
-     "greenlets": 0}
+    {"status": "ok", "version": "0.1.0", "worker": "w0", "databases": ["oe"],
+     "clients": 3, "greenlets": 0}
 
-where ``clients`` is the number of Socket.IO clients connected right now,
+where ``worker`` names the process among the workers behind one proxy
+(:attr:`Config.worker <oe_web_socketio.config.Config.worker>`; ``null``
+for a lone server), so that ``/health`` through the proxy says which
+worker answered, ``clients`` is the number of Socket.IO clients connected right now,
 and the keys after it are counters the wiring adds (``greenlets``: those
 owned by sockets, see :meth:`oe_web_socketio.sockets.SocketIO.count_greenlets`).
 This module knows nothing of Socket.IO: the counts come from callables
@@ -28,6 +31,7 @@ class Health:
 
     :param version: the version of the server.
     :param databases: the names of the databases served.
+    :param worker: the name of this worker, or ``None``.
     :param count_clients: returns the number of connected clients.
     :param counters: more counts to report, by key.
     """
@@ -39,8 +43,10 @@ class Health:
         databases: Sequence[str],
         count_clients: Callable[[], int],
         counters: Mapping[str, Callable[[], object]] | None = None,
+        worker: str | None = None,
     ) -> None:
         self.version = version
+        self.worker = worker
         self.databases = tuple(databases)
         self.count_clients = count_clients
         self.counters = dict(counters or {})
@@ -50,6 +56,7 @@ class Health:
             {
                 "status": "ok",
                 "version": self.version,
+                "worker": self.worker,
                 "databases": list(self.databases),
                 "clients": self.count_clients(),
                 **{key: count() for key, count in self.counters.items()},
@@ -64,10 +71,12 @@ def health_route(
     databases: Sequence[str],
     count_clients: Callable[[], int],
     counters: Mapping[str, Callable[[], object]] | None = None,
+    worker: str | None = None,
 ) -> Route:
     """The ``/health`` route, for ``GET`` and ``HEAD``."""
     endpoint = Health(
         version=version,
+        worker=worker,
         databases=databases,
         count_clients=count_clients,
         counters=counters,

@@ -99,7 +99,27 @@ def parse_query(query: str) -> dict[str, list[str]]:
 
 class EngineIOServer(Limits, engineio.Server):
     """python-engineio's server, whose :meth:`disconnect` does not wait,
-    with the caps of :class:`~oe_web_socketio.limits.Limits`."""
+    with the caps of :class:`~oe_web_socketio.limits.Limits`, and whose
+    session ids name the worker that made them (:meth:`generate_id`)."""
+
+    #: ``<worker>.`` (:attr:`Config.worker <oe_web_socketio.config.Config.worker>`),
+    #: the start of every id :meth:`generate_id` makes; empty for a lone
+    #: server. Set by :func:`name_worker`.
+    sid_prefix = ""
+
+    def generate_id(self) -> str:
+        """python-engineio's id (12 random bytes and a sequence number,
+        URL-safe base64: unguessable), after :attr:`sid_prefix`.
+
+        The reverse proxy in front of several workers reads the prefix of
+        a request's ``sid`` to send every request of a session, its polls
+        and its WebSocket upgrade, to the worker that holds the session
+        (the appliance's nginx, templates/nginx.conf.in). python-socketio
+        makes its own socket ids with this method too, so they name the
+        worker as well. A forged prefix buys nothing: the random part
+        still has to match a session of that worker.
+        """
+        return self.sid_prefix + str(super().generate_id())
 
     def disconnect(self, sid: str | None = None) -> None:
         """Close the session *sid*, or every session, without waiting.
@@ -330,6 +350,12 @@ class EngineIOServer(Limits, engineio.Server):
         headers = answer["headers"] + self._cors_headers(environ)
         start_response(answer["status"], headers)
         return [answer["response"]]
+
+
+def name_worker(eio: EngineIOServer, worker: str) -> None:
+    """Make *eio*'s session ids start with ``<worker>.`` (nothing when
+    *worker* is empty): see :meth:`EngineIOServer.generate_id`."""
+    eio.sid_prefix = f"{worker}." if worker else ""
 
 
 class Server(socketio.Server):
