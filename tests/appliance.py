@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRAMS = {"postgresql", "trytond", "oe_web_socketio", "nginx"}
+#: The programs of supervisor, but the real-time workers
+#: (``oe_web_socketio:w0`` …, see :attr:`Appliance.workers`).
+PROGRAMS = {"postgresql", "trytond", "nginx"}
+
 
 #: Variables bin/test sets for itself that must not leak into an
 #: appliance's scripts: TRYTOND_CONFIG would point another checkout's
@@ -75,6 +78,23 @@ class Appliance:
     @property
     def socketio_port(self) -> int:
         return int(self._rendered("oe_web_socketio.conf")["oe_web_socketio"]["port"])
+
+    @property
+    def workers(self) -> dict[str, int]:
+        """The port of each real-time worker of this machine, by name
+        (``{'w0': 8068, 'w1': 8069}``), from etc/supervisord.conf."""
+        conf = (self.directory / "etc" / "supervisord.conf").read_text()
+        found = re.findall(r"--worker (\S+) --port (\d+)", conf)
+        return {name: int(port) for name, port in found}
+
+    def worker_log(self, name: str) -> Path:
+        return self.directory / "var" / "log" / f"oe_web_socketio-{name}.log"
+
+    def worker_health(self, name: str) -> dict:
+        """The ``/health`` of worker *name*, asked directly."""
+        url = f"http://127.0.0.1:{self.workers[name]}/health"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
 
     @property
     def database(self) -> str:

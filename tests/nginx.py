@@ -38,16 +38,38 @@ def render(template: Path, values: Mapping[str, str]) -> str:
     )
 
 
+def socketio_workers(port: int, workers: str = "1", remote: str = "") -> dict[str, str]:
+    """The options the buildout's part ``[socketio-workers]`` computes
+    (support/appliance_workers.py), as ``socketio-workers:<option>`` keys
+    for a test that renders a template itself: *workers* local workers
+    from *port* upward, and the *remote* ones (``NAME HOST:PORT`` lines)."""
+    import appliance_workers  # support/, on bin/test's path
+
+    options = {
+        "workers": workers,
+        "remote": remote,
+        "port": str(port),
+        "server-options": "max_fails=1 fail_timeout=5s",
+        "program": "command = oe_web_socketio --worker {name} --port {port}",
+    }
+    appliance_workers.render(options)
+    return {f"socketio-workers:{key}": value for key, value in options.items()}
+
+
 @contextlib.contextmanager
 def private_nginx(directory: Path, values: Mapping[str, str]) -> Iterator[str]:
     """Run the template's nginx in *directory* (its ``var/`` made here;
     ``buildout:directory``) on a free port, with *values* (``ports:trytond``,
-    ``ports:socketio``…); yield its URL, stop it (by PID) after. It listens
+    ``ports:socketio``…; without ``socketio-workers:*`` values, one
+    real-time worker on ``ports:socketio``, see :func:`socketio_workers`);
+    yield its URL, stop it (by PID) after. It listens
     on 127.0.0.1 only, and serves the checkout's ``node_modules`` (the
     Admin UI's files) and demo page."""
     for path in ("var/run", "var/log", "var/nginx"):
         (directory / path).mkdir(parents=True, exist_ok=True)
     port = free_port()
+    if "socketio-workers:nginx-map" not in values:
+        values = {**socketio_workers(int(values["ports:socketio"])), **values}
     text = render(
         ROOT / "templates" / "nginx.conf.in",
         {"buildout:directory": str(directory), "ports:http": str(port), **values},

@@ -440,7 +440,7 @@ def test_expired_session_goes_back_to_the_login(appliance, users, open_page):
 
 def test_realtime_server_down_says_so_and_recovers(appliance, users, token, open_page):
     ada = logged_in_page(open_page, users, "ada")
-    stopped = appliance.run("supervisorctl", "stop", "oe_web_socketio", timeout=120)
+    stopped = appliance.run("supervisorctl", "stop", "oe_web_socketio:*", timeout=120)
     try:
         assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
         expect(ada.banner()).to_have_text(
@@ -452,7 +452,7 @@ def test_realtime_server_down_says_so_and_recovers(appliance, users, token, open
         screenshot(ada.page, "demo-server-down")
     finally:
         started = appliance.run(
-            "supervisorctl", "start", "oe_web_socketio", timeout=120
+            "supervisorctl", "start", "oe_web_socketio:*", timeout=120
         )
     assert "started" in started.stdout, started.stdout + started.stderr
     expect(ada.banner()).to_be_hidden(timeout=RECOVERED)

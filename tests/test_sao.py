@@ -25,11 +25,9 @@ Each test logs in as a user of its own, deactivated afterwards.
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,25 +188,24 @@ def bus_lines(path: Path, offset: int) -> list[str]:
     return [line for line in text.splitlines() if re.search(r"POST /\w+/bus ", line)]
 
 
-def health(appliance) -> dict:
-    url = f"http://127.0.0.1:{appliance.socketio_port}/health"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
+def health(appliance, worker: str) -> dict:
+    return appliance.worker_health(worker)
 
 
 def wait_listening(appliance) -> None:
-    """Wait until the appliance's oe_web_socketio answers and listens to
-    its database (it misses what is published before)."""
+    """Wait until each of the appliance's real-time workers answers and
+    listens to its database (it misses what is published before)."""
     deadline = time.monotonic() + DEADLINE
-    while True:
-        try:
-            listener = health(appliance)["listeners"][appliance.database]
-            if listener["state"] == "listening":
-                return
-        except OSError:
-            listener = "not answering"
-        assert time.monotonic() < deadline, f"oe_web_socketio: {listener}"
-        time.sleep(0.2)
+    for worker in appliance.workers:
+        while True:
+            try:
+                listener = health(appliance, worker)["listeners"][appliance.database]
+                if listener["state"] == "listening":
+                    break
+            except OSError:
+                listener = "not answering"
+            assert time.monotonic() < deadline, f"oe_web_socketio {worker}: {listener}"
+            time.sleep(0.2)
 
 
 # -- sao is served whole ------------------------------------------------------
@@ -301,19 +298,26 @@ def test_a_notification_pops_up_in_sao(appliance, page, sao_user):
     its count on the badge, then the notification in the user menu. The
     bus poll that brought it was answered by oe_web_socketio, not trytond:
     its log has the answer, trytond's has no bus request at all."""
-    logs = appliance.directory / "var" / "log"
-    ours, trytonds = logs / "oe_web_socketio.log", logs / "trytond.log"
-    offsets = {path: log_size(path) for path in (ours, trytonds)}
+    trytonds = appliance.directory / "var" / "log" / "trytond.log"
+    # Each real-time worker's log: the poll reaches one of them.
+    ours = [appliance.worker_log(name) for name in appliance.workers]
+    offsets = {path: log_size(path) for path in (*ours, trytonds)}
     log_in(page, appliance, sao_user)
     badge = page.locator("#user-preferences .notification-badge")
     assert not badge.is_visible()
-    assert health(appliance)["bus"][appliance.database]["polls"] >= 1
+    assert (
+        sum(
+            health(appliance, name)["bus"][appliance.database]["polls"]
+            for name in appliance.workers
+        )
+        >= 1
+    )
 
     label = f"Invoice {uuid.uuid4().hex[:6]} is due"
     notify_user(appliance, sao_user, label, "Pay it before Friday.")
     badge.filter(has_text=re.compile(r"^1$")).wait_for(timeout=WAIT_MS)
 
-    answered = bus_lines(ours, offsets[ours])
+    answered = [line for path in ours for line in bus_lines(path, offsets[path])]
     assert any('"POST /oe/bus HTTP/1.1" 200' in line for line in answered), answered
     assert bus_lines(trytonds, offsets[trytonds]) == []
 
@@ -348,7 +352,7 @@ def test_sao_recovers_when_oe_web_socketio_restarts(appliance, page, sao_user):
     published once the server is back still pops up."""
     log_in(page, appliance, sao_user)
     polls = len(page.bus_polls)
-    restart = appliance.run("supervisorctl", "restart", "oe_web_socketio")
+    restart = appliance.run("supervisorctl", "restart", "oe_web_socketio:*")
     assert restart.returncode == 0, restart.stdout + restart.stderr
     wait_listening(appliance)
 
