@@ -34,6 +34,12 @@ busiest client process's CPU use (near 100 %, the clients, not the
 server, set the latency). The commit itself (``commit ms``, the median)
 is not part of the latency.
 
+``--servers N`` runs N servers on the database (real-time workers
+``w0``, ``w1``…, as the appliance's), each client process connected to one
+of them in turn: every server reads every message from the database and
+delivers it to its own clients, so the figures are those of the workers
+together (CPU and RSS summed; deliveries per second of all clients).
+
 Exits with status 1 if any message is missing, duplicated or out of order.
 
 ``--tree COMMIT`` runs the egg as that commit has it (server and outbox
@@ -42,7 +48,7 @@ sitting.
 
 Usage: bin/python bench/bridge_latency.py [--subscribers 1000]
            [--messages 200] [--interval 0.1] [--burst 200] [--workers 2]
-           [--tree COMMIT]
+           [--servers 1] [--tree COMMIT]
 """
 
 from __future__ import annotations
@@ -161,11 +167,15 @@ def health(url: str) -> dict[str, Any]:
 
 
 def start_server(
-    uri: str, workdir: Path, port: int, program: Path = ROOT / "bin" / "oe_web_socketio"
+    uri: str,
+    workdir: Path,
+    port: int,
+    program: Path = ROOT / "bin" / "oe_web_socketio",
+    worker: str | None = None,
 ) -> subprocess.Popen:
     """*program* (``bin/oe_web_socketio``) serving :data:`DATABASE` to
-    anonymous subscribers (tests/bridge_namespaces.py); return once it
-    listens."""
+    anonymous subscribers (tests/bridge_namespaces.py), as the real-time
+    worker *worker* if given; return once it listens."""
     if not program.exists():
         raise SystemExit(f"{program} is missing: build the appliance first")
     trytond_conf = workdir / "trytond.conf"
@@ -191,6 +201,7 @@ def start_server(
             str(port),
             "--log-level",
             "warning",
+            *(("--worker", worker) if worker else ()),
         ],
         env=dict(
             os.environ,
@@ -358,6 +369,8 @@ class Phase:
     first: int
     count: int
     interval: float
+    #: The real-time workers that served the clients.
+    servers: int = 1
     #: The wall time each COMMIT returned, and how long each took.
     commits: list[float] = dataclasses.field(default_factory=list)
     durations: list[float] = dataclasses.field(default_factory=list)
@@ -385,6 +398,7 @@ class Phase:
         span = last - (self.commits[0] - self.durations[0])
         return {
             "phase": self.name,
+            "servers": self.servers,
             "subscribers": subscribers,
             "messages": self.count,
             "spacing ms": round(self.interval * 1000, 1),
@@ -409,41 +423,51 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bridge_latency."))
     program, sources = egg_launcher(args.tree, workdir)
     create_database(uri, tree_outbox(sources) if args.tree else outbox)
-    server: subprocess.Popen | None = None
+    servers: list[subprocess.Popen] = []
     workers: list[Clients] = []
     publisher: psycopg.Connection | None = None
     try:
-        port = free_port()
-        server = start_server(uri, workdir, port, program)
-        url = f"http://127.0.0.1:{port}"
-        rss_idle = rss_bytes(server.pid)
+        urls = []
+        for index in range(args.servers):
+            port = free_port()
+            directory = workdir / f"w{index}"
+            directory.mkdir()
+            name = f"w{index}" if args.servers > 1 else None
+            servers.append(start_server(uri, directory, port, program, name))
+            urls.append(f"http://127.0.0.1:{port}")
+        rss_idle = sum(rss_bytes(server.pid) for server in servers)
         sizes = [args.subscribers // args.workers] * args.workers
         for index in range(args.subscribers % args.workers):
             sizes[index] += 1
         connecting = time.monotonic()
-        workers = [Clients(url, size, total, lifetime) for size in sizes if size]
+        # Each client process to one server, in turn.
+        workers = [
+            Clients(urls[index % len(urls)], size, total, lifetime)
+            for index, size in enumerate(sizes)
+            if size
+        ]
         for worker in workers:
             worker.receive("ready", CONNECT_TIMEOUT)
-        clients = health(url)["clients"]
+        clients = sum(health(url)["clients"] for url in urls)
         print(
             f"# {clients} clients connected and subscribed in "
             f"{time.monotonic() - connecting:.1f} s",
             flush=True,
         )
         time.sleep(1)  # let the handshakes' last writes settle
-        rss_clients = rss_bytes(server.pid)
+        rss_clients = sum(rss_bytes(server.pid) for server in servers)
         publisher = psycopg.connect(
             uri, dbname=DATABASE, application_name="bridge_latency publisher"
         )
 
-        phases = [Phase("spaced", 0, args.messages, args.interval)]
+        phases = [Phase("spaced", 0, args.messages, args.interval, args.servers)]
         if args.burst:
-            phases.append(Phase("burst", args.messages, args.burst, 0.0))
+            phases.append(Phase("burst", args.messages, args.burst, 0.0, args.servers))
         commits: list[float] = []
         done: list[Phase] = []
         complete = True
         for phase in phases:
-            cpu_before = cpu_seconds(server.pid)
+            cpu_before = sum(cpu_seconds(server.pid) for server in servers)
             clients_before = [cpu_seconds(worker.pid) for worker in workers]
             started = time.monotonic()
             phase.commits, phase.durations = publish(
@@ -458,7 +482,9 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
                 )
                 complete = False
             phase.wall = time.monotonic() - started
-            phase.server_cpu = cpu_seconds(server.pid) - cpu_before
+            phase.server_cpu = (
+                sum(cpu_seconds(server.pid) for server in servers) - cpu_before
+            )
             phase.client_cpu = max(
                 cpu_seconds(worker.pid) - before
                 for worker, before in zip(workers, clients_before, strict=True)
@@ -467,7 +493,7 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
             if not complete:
                 break
         time.sleep(SETTLE)
-        rss_end = rss_bytes(server.pid)
+        rss_end = sum(rss_bytes(server.pid) for server in servers)
         reports = []
         commits_ms = [t * 1000 for t in commits]
         for worker in workers:
@@ -479,7 +505,7 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
             publisher.close()
         for worker in workers:
             worker.close()
-        if server is not None:
+        for server in servers:
             stop(server)
         drop_database(uri)
 
@@ -516,7 +542,7 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
     )
     mib = 1024 * 1024
     print(
-        f"server RSS: {rss_idle / mib:.1f} MiB listening, "
+        f"server RSS ({args.servers} together): {rss_idle / mib:.1f} MiB listening, "
         f"{rss_clients / mib:.1f} MiB with the clients, {rss_end / mib:.1f} MiB "
         "after the messages"
     )
@@ -529,7 +555,7 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
     if ok:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
-        print(f"# the server's log: {workdir / 'server.log'}")
+        print(f"# the servers' logs: {workdir}/w*/server.log")
     return 0 if ok else 1
 
 
@@ -548,6 +574,13 @@ def main() -> None:
         "--workers", type=int, default=2, help="client processes (default 2)"
     )
     parser.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="real-time workers on the database, the client processes spread "
+        "over them (default 1)",
+    )
+    parser.add_argument(
         "--drain",
         type=float,
         default=20,
@@ -557,7 +590,7 @@ def main() -> None:
         "--tree", metavar="COMMIT", help="run the egg of this commit (default: ours)"
     )
     args = parser.parse_args()
-    for name in ("subscribers", "workers"):
+    for name in ("subscribers", "workers", "servers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.messages < 1 or args.burst < 0 or args.interval < 0 or args.size < 0:
