@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import subprocess
 import threading
 import time
@@ -25,7 +24,8 @@ import requests
 import socketio
 from oe_web_socketio import outbox
 
-from .appliance import ROOT, Appliance, render, render_value, socketio_workers
+from .appliance import Appliance
+from .nginx import private_nginx, socketio_workers
 from .realtime import RealtimeServer
 from .tryton import database_uri, free_port
 
@@ -180,13 +180,18 @@ def test_handshakes_from_one_address_spread_over_the_workers(appliance, workers)
     assert seen == set(workers)
 
 
-def test_every_request_of_a_polling_session_reaches_its_worker(appliance, workers):
+@pytest.mark.parametrize("under", ["", "/database"])
+def test_every_request_of_a_polling_session_reaches_its_worker(
+    appliance, workers, under
+):
     """A session's polls and posts come back to the worker that made it:
-    any other answers 400 (unknown session)."""
+    any other answers 400 (unknown session). The same under a database's
+    path (/<db>/socket.io/, the Admin UI's)."""
+    prefix = f"{appliance.url}/{appliance.database}" if under else appliance.url
     with requests.Session() as http:
         for _ in range(2 * len(workers)):
-            sid = handshake(appliance.url, http)
-            base = f"{appliance.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+            sid = handshake(prefix, http)
+            base = f"{prefix}/socket.io/?EIO=4&transport=polling&sid={sid}"
             assert http.post(base, data="40", timeout=10).text == "OK"
             connected = http.get(base, timeout=10)
             assert connected.status_code == 200 and connected.text.startswith("40{")
@@ -346,43 +351,16 @@ def two_nodes(
         directory / "oe_web_socketio-n2.log",
         settings={"worker": "n2", "trusted_proxies": "127.0.0.1"},
     )
-    for path in ("var/run", "var/log", "var/nginx", "examples/demo/static"):
-        (directory / path).mkdir(parents=True)
-    port = free_port()
     values = {
-        "buildout:directory": str(directory),
-        "ports:http": str(port),
         "ports:trytond": str(free_port()),  # no Tryton: / is not tested
+        "ports:socketio": str(workers["w0"]),
         "settings:database": appliance.database,
         **socketio_workers(workers["w0"], "1", f"n2 127.0.0.1:{node.port}"),
     }
-    text = render(ROOT / "templates" / "nginx.conf.in", values)
-    text = re.sub(r"^\s*listen \[::\]:\d+;\n", "", text, flags=re.MULTILINE)
-    config = directory / "nginx.conf"
-    config.write_text(text)
-    with (directory / "nginx.err").open("w") as errors:
-        nginx = subprocess.Popen(
-            [render_value("nginx:executable"), "-p", str(directory), "-c", str(config),
-             "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                requests.get(f"{url}/health", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert nginx.poll() is None, (directory / "nginx.err").read_text()
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
-        yield url, node
+        with private_nginx(directory / "nginx", values) as url:
+            yield url, node
     finally:
-        nginx.terminate()
-        nginx.wait(10)
         node.stop()
 
 
