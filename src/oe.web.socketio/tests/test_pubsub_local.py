@@ -32,7 +32,11 @@ class Server:
     def leave_room(self, sid, room, namespace=None) -> None:
         self.rooms.get(room, set()).discard(sid)
 
-    def emit(self, event, data, to=None, namespace=None, callback=None) -> None:
+    def emit(
+        self, event, data, to=None, namespace=None, callback=None, ignore_queue=False
+    ) -> None:
+        # Durable messages are emitted to this process's sockets only.
+        assert ignore_queue
         for sid in self.rooms.get(to, {to}):
             self.received.setdefault(sid, []).append((event, *data))
 

@@ -85,7 +85,7 @@ def sent(middleware, monkeypatch):
     monkeypatch.setattr(
         middleware.application.sio,
         "emit",
-        lambda event, data, to=None, namespace=None: emitted.append(
+        lambda event, data, to=None, namespace=None, **_: emitted.append(
             (event, data, to, namespace)
         ),
     )

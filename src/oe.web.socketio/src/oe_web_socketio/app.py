@@ -49,8 +49,11 @@ from oe_web_socketio.limits import set_limits
 from oe_web_socketio.longpolling import add_routes, longpolling_endpoints
 from oe_web_socketio.namespace import Namespace
 from oe_web_socketio.protocol import Packet
+from oe_web_socketio.pubsub.cluster import Membership
+from oe_web_socketio.pubsub.fanout import client_manager, manager_state, stop_manager
 from oe_web_socketio.pubsub.local import LocalBroker
 from oe_web_socketio.pubsub.postgres import OutboxBroker
+from oe_web_socketio.pubsub.presence import DatabasePresence, LocalPresence, Presence
 from oe_web_socketio.routing import Router, method_not_allowed, send
 from oe_web_socketio.sessions import SessionWatch
 from oe_web_socketio.sockets import Server, SocketIO, name_worker
@@ -117,11 +120,46 @@ def cors_allowed_origins(origins: tuple[str, ...]) -> str | AllowedOrigins | Non
     return AllowedOrigins(frozenset(origins))
 
 
-def engine(config: Config) -> Server:
+def fanout(config: Config, host: Host | None) -> socketio.Manager:
+    """The client manager that carries emits to the other workers, of
+    :attr:`Config.broker` (see :mod:`oe_web_socketio.pubsub.fanout`):
+    ``postgresql`` uses the first of :attr:`Config.databases`.
+
+    :raises ConfigError: ``postgresql`` on a host without a database.
+    """
+    database = None
+    if host is not None and host.pools is not None:
+        database = config.databases[0]
+    return client_manager(
+        config.broker,
+        database=database,
+        conninfo=host.conninfo(database) if host is not None and database else None,
+        url=config.broker_url,
+    )
+
+
+def membership(config: Config, host: Host | None) -> Membership | None:
+    """This worker among those of its first database (see
+    :mod:`oe_web_socketio.pubsub.cluster`), when the host has databases."""
+    if host is None or host.pools is None:
+        return None
+    return Membership(
+        host.conninfo(config.databases[0]),
+        config.broker,
+        config.broker_url,
+        config.port,
+    )
+
+
+def engine(config: Config, manager: socketio.Manager | None = None) -> Server:
     """The Socket.IO server of *config*, its WebSocket transport (which
     ends with its Engine.IO session) and its caps (bytes queued per client,
-    sessions, unused handshakes) set."""
-    sio = Server(**socketio_options(config))
+    sessions, unused handshakes) set; *manager*: its client manager
+    (:func:`fanout`; ``None``: python-socketio's own, one process)."""
+    options = socketio_options(config)
+    if manager is not None:
+        options["client_manager"] = manager
+    sio = Server(**options)
     use_websocket_transport(sio.eio, compression=config.websocket_compression)
     set_limits(sio.eio, config)
     name_worker(sio.eio, config.worker)
@@ -162,6 +200,16 @@ def broker(
     )
 
 
+def presence_store(membership: Membership | None) -> Presence:
+    """Where the namespaces that keep presence keep it: the shared
+    database, rows keyed by this worker's id (see
+    :mod:`oe_web_socketio.pubsub.presence`); without a database, this
+    process's memory."""
+    if membership is None:
+        return LocalPresence()
+    return DatabasePresence(membership.conninfo, membership.id, membership.expiry)
+
+
 def sockets(
     config: Config,
     host: Host | None,
@@ -169,6 +217,7 @@ def sockets(
     broker: pubsub.Broker,
     directory: SocketDirectory,
     namespaces: Mapping[str, type[Namespace]] | None,
+    presence: Presence | None = None,
 ) -> SocketIO:
     """The namespaces served on *sio*, in this order: those of the entry
     point group (unless ``load_entry_points`` is off), of
@@ -186,6 +235,7 @@ def sockets(
             message_log_format=config.message_log_format,
             broker=broker,
             host=host,
+            presence=presence,
         ),
         directory,
     )
@@ -278,13 +328,19 @@ class Application:
         # Engine.IO/Socket.IO server, the directory of its sockets, the
         # broker that delivers to them, the namespaces, the watch of their
         # sessions, the long-polling routes, the router of every route.
-        self.sio = engine(config)
+        # Raises ConfigError (broker = postgresql without a database).
+        self.manager = fanout(config, host)
+        self.sio = engine(config, self.manager)
+        #: This worker's row among the workers of its database, or ``None``
+        #: on a host without a database.
+        self.membership = membership(config, host)
         # Empty until the namespaces are served (sockets() fills it).
         directory = SocketDirectory()
         lag = metrics.lag_histogram()
         self.broker = broker(config, host, self.sio, directory, lag)
+        self.presence = presence_store(self.membership)
         self.socketio = sockets(
-            config, host, self.sio, self.broker, directory, namespaces
+            config, host, self.sio, self.broker, directory, namespaces, self.presence
         )
         self.sessions = session_watch(config, host, directory)
         #: The Admin UI's view of this process, when it is on.
@@ -295,6 +351,12 @@ class Application:
             "greenlets": self.socketio.count_greenlets,
             **(host.counters() if host is not None else {}),
             **self.broker.counters(),
+            "fanout": lambda: manager_state(self.manager),
+            **(
+                {"cluster": self.membership.state}
+                if self.membership is not None
+                else {}
+            ),
             **({"sessions": self.sessions.stats} if self.sessions is not None else {}),
         }
         #: What ``/metrics`` answers: the figures of /health and more.
@@ -369,9 +431,26 @@ class Application:
                     clients.add(eio_sid)
         return len(clients)
 
+    def join(self) -> None:
+        """Join the workers of the database (see
+        :mod:`oe_web_socketio.pubsub.cluster`), once; :meth:`start` does it
+        too. The command line calls it before it listens, so that a
+        refused worker never answers.
+
+        :raises ClusterMismatch: the running workers use another broker.
+        """
+        if self.membership is not None:
+            self.membership.join()
+
     def start(self) -> None:
         """Start the background work: the database bridge's listeners, the
-        check of connected sessions."""
+        check of connected sessions, the client manager (its listener, for
+        the emits of the other workers)."""
+        self.join()
+        if not self.sio.manager_initialized:
+            # python-socketio would do it at the first connection.
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
         self.broker.start()
         if self.sessions is not None:
             self.sessions.start()
@@ -399,6 +478,11 @@ class Application:
         self.sio.shutdown()
         if self.admin is not None:
             self.admin.shutdown()
+        stop_manager(self.manager)
+        if isinstance(self.presence, DatabasePresence):
+            self.presence.close()
+        if self.membership is not None:
+            self.membership.leave()
         if self.sessions is not None:
             self.sessions.stop()
         self.broker.stop()

@@ -53,6 +53,8 @@ class Channels:
 
         def _sync_rooms(self) -> None: ...
 
+        def _presence_changed(self, event: str, channel: str | None) -> None: ...
+
     @property
     def channels(self) -> frozenset[str]:
         """The channels this socket is subscribed to."""
@@ -92,6 +94,7 @@ class Channels:
             ) from None
         self._channels = self._channels | {channel}
         self._sync_rooms()
+        self._presence_changed("join", channel)
         self.events.on_subscribe.send(
             self.request, self, self.context, channel, channels=(channel,)
         )
@@ -108,6 +111,7 @@ class Channels:
         rooms.leave(self.server, self.sid, self.path, channel)
         self._channels = self._channels - {channel}
         self._sync_rooms()
+        self._presence_changed("leave", channel)
         self.events.on_unsubscribe.send(
             self.request, self, self.context, channel, channels=(channel,)
         )

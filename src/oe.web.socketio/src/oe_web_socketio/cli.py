@@ -268,6 +268,8 @@ def _run(argv: Sequence[str] | None) -> int:
     host = TrytonHost.from_config(config)
     # Its caps follow from the open files limit, which it raised.
     application = Application(config, host)
+    # Raises ClusterMismatch: the other workers use another broker.
+    application.join()
     eio = application.sio.eio
     server = make_server(config, application, max_connections=eio.max_open_connections)
     server.start()

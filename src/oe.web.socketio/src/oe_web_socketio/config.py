@@ -46,6 +46,9 @@ WORKER_MAX_LENGTH = 32
 #: read otherwise.
 WORKER_NAME = re.compile(rf"[A-Za-z0-9_-]{{1,{WORKER_MAX_LENGTH}}}")
 
+#: Accepted values of :attr:`Config.broker`.
+BROKERS = ("local", "postgresql", "redis")
+
 #: The fields :attr:`Config.message_log_format` may use.
 MESSAGE_LOG_FIELDS = (
     "address",
@@ -182,6 +185,15 @@ class Config:
         requests back to it (see :mod:`oe_web_socketio.sockets`), and
         ``/health`` names it. Empty (the default): a lone server, whose
         session ids are python-engineio's own.
+    :ivar broker: what carries the emits of one worker to the sockets of
+        the others (see :mod:`oe_web_socketio.pubsub.fanout`): ``local``
+        (one process: python-socketio's own manager, nothing crosses),
+        ``postgresql`` (``NOTIFY``/``LISTEN`` in the first of
+        :attr:`databases`) or ``redis`` (at :attr:`broker_url`). Every
+        worker of a cluster must say the same; a worker that disagrees
+        with those running refuses to start.
+    :ivar broker_url: where Redis is, ``redis://host:port/db``, for
+        ``broker = redis``; ignored otherwise.
     """
 
     databases: tuple[str, ...] = ("oe",)
@@ -217,6 +229,8 @@ class Config:
     websocket_compression: bool = False
     admin_ui: bool = False
     worker: str = ""
+    broker: str = "local"
+    broker_url: str | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -227,6 +241,8 @@ class Config:
                 problem = validate(value)
                 if problem is not None:
                     raise ConfigError(problem, key=field.name)
+        if self.broker == "redis" and self.broker_url is None:
+            raise ConfigError("broker = redis needs broker_url", key="broker_url")
 
     @property
     def orm_transactions(self) -> int:
@@ -549,6 +565,21 @@ def _check_modules(modules: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_broker(value: str) -> str | None:
+    if value not in BROKERS:
+        return f"must be one of {', '.join(BROKERS)}, got {value!r}"
+    return None
+
+
+def _check_broker_url(value: str) -> str | None:
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("redis", "rediss", "unix") or not (
+        parsed.hostname or parsed.path
+    ):
+        return f"not a Redis URL (redis://host:port/db): {value!r}"
+    return None
+
+
 _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "databases": _check_databases,
     "interface": _check_interface,
@@ -579,4 +610,6 @@ _VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "max_connections": _optional(_at_least(0)),
     "connect_timeout": _seconds_or_zero,
     "worker": _check_worker,
+    "broker": _check_broker,
+    "broker_url": _optional(_check_broker_url),
 }

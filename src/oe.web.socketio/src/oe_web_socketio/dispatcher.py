@@ -68,6 +68,7 @@ from oe_web_socketio.protocol import (
 
 if TYPE_CHECKING:
     from oe_web_socketio.pubsub import Broker
+    from oe_web_socketio.pubsub.presence import Presence
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class DispatchSettings:
         or ``None``.
     :param broker: what delivers the database's messages, given to every
         socket (:mod:`oe_web_socketio.pubsub`); by default nothing does.
+    :param presence: where the namespaces that keep presence keep it
+        (:mod:`oe_web_socketio.pubsub.presence`); ``None``: nowhere.
     :param host: the host application, which authenticates clients unless
         a namespace class has its own authenticator (see
         :meth:`~oe_web_socketio.namespace.Namespace.identify`).
@@ -109,8 +112,10 @@ class DispatchSettings:
         message_log_format: str | None = None,
         broker: Broker = pubsub.NULL,
         host: Host | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.broker = broker
+        self.presence = presence
         self.host: Host = host if host is not None else SessionHost(authenticator)
         #: The read-only cursors of the server's host, lent to its sockets
         #: (:meth:`Namespace.cursor <oe_web_socketio.namespace.Namespace.cursor>`).
@@ -216,6 +221,7 @@ class Dispatcher(socketio.Namespace):
                 broker=self.settings.broker,
                 host=self.host,
                 pools=self.settings.pools,
+                presence=self.settings.presence,
             )
         except Exception:
             logger.exception(
@@ -242,6 +248,7 @@ class Dispatcher(socketio.Namespace):
             socket.attach()
             socket.on_connect()
             socket.events.on_connect.send(request, socket, socket.context)
+            socket.enter_presence()
         except (sio_exceptions.ConnectionRefusedError, ConnectionRefusedError) as exc:
             self._drop(socket)
             self.refused[refusal_code(exc)] += 1
@@ -306,6 +313,7 @@ class Dispatcher(socketio.Namespace):
         socket.detach()
         try:
             socket.kill_local_jobs()
+            self._run_hook(socket, "leaving presence", socket.leave_presence)
             hooks = socket.events
             args = (socket.request, socket, socket.context)
             self._run_hook(socket, "on_disconnect", socket.on_disconnect, reason)

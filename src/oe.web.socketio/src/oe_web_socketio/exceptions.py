@@ -185,6 +185,13 @@ class PoolTimeout(DatabaseUnavailable):
 # -- Faults of the set-up (UserError) ----------------------------------------
 
 
+class ClusterMismatch(UserError):
+    """This worker's configuration disagrees with the running workers' of
+    its database (another broker, another Redis, another database behind
+    the same Redis): it refuses to start (see
+    :mod:`oe_web_socketio.pubsub.cluster`)."""
+
+
 class UsageError(UserError):
     """The command line is invalid; the message says why."""
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -49,6 +50,18 @@ Handler = Callable[[psycopg.Connection, list[str]], None]
 #: Called with the listener's connection once it listens, after each
 #: (re)connection; or while idle.
 ConnectionHook = Callable[[psycopg.Connection], None]
+
+
+def connect(conninfo: str, application_name: str, timeout: float) -> psycopg.Connection:
+    """A connection of its own (autocommit) to *conninfo*, named
+    *application_name* in ``pg_stat_activity``, that may take *timeout*
+    seconds to open: a listener's, or a publisher's kept open."""
+    return psycopg.connect(
+        conninfo,
+        autocommit=True,
+        application_name=application_name,
+        connect_timeout=math.ceil(timeout),
+    )
 
 
 class State(enum.Enum):
@@ -172,11 +185,8 @@ class Listener:
     def _session(self) -> None:
         """One connection: listen, catch up, handle until it fails."""
         self._was_listening = False
-        with psycopg.connect(
-            self.conninfo,
-            autocommit=True,
-            application_name=self.application_name,
-            connect_timeout=self.connect_timeout,
+        with connect(
+            self.conninfo, self.application_name, self.connect_timeout
         ) as conn:
             for channel in self.handlers:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

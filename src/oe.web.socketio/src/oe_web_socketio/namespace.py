@@ -100,9 +100,12 @@ from oe_web_socketio.protocol import (
     ERROR_EVENT,
     FORBIDDEN,
     MESSAGE_EVENT,
+    PRESENCE_EVENT,
     UNAVAILABLE,
+    UNKNOWN_EVENT,
     error_payload,
 )
+from oe_web_socketio.pubsub.presence import DATABASE, Present
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -112,6 +115,7 @@ if TYPE_CHECKING:
 
     from oe_web_socketio.pool import CursorPools
     from oe_web_socketio.pubsub import Broker
+    from oe_web_socketio.pubsub.presence import Presence
 
 #: Why :meth:`Namespace.cursor` has no cursor to lend (the client is told).
 NO_DATABASE = "this server has no database"
@@ -223,6 +227,12 @@ class Namespace(Channels, Delivery, Jobs):
     #: Seconds :meth:`secure_emit` waits for the acknowledgement.
     ack_timeout: ClassVar[float] = 30.0
 
+    #: Whether the namespace keeps presence: who is connected in each
+    #: database and subscribed to each channel, across every worker
+    #: (:meth:`presence`, the client's ``presence`` event), and tells its
+    #: sockets who arrives and leaves (the ``presence`` event).
+    track_presence: ClassVar[bool] = False
+
     def __init__(
         self,
         server: socketio.Server,
@@ -233,6 +243,7 @@ class Namespace(Channels, Delivery, Jobs):
         broker: Broker = pubsub.NULL,
         host: Host | None = None,
         pools: CursorPools | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.server = server
         self.path = path
@@ -275,6 +286,11 @@ class Namespace(Channels, Delivery, Jobs):
         self._holding = False
         #: Serializes :meth:`on_resume` (created by its first call).
         self._resume_lock: gevent.lock.BoundedSemaphore | None = None
+        #: Where presence is kept (:mod:`oe_web_socketio.pubsub.presence`);
+        #: ``None``: nowhere (a namespace built by hand).
+        self._presence = presence
+        #: Whether this socket was recorded present (in its database).
+        self._present = False
 
     def __repr__(self) -> str:
         who = self.login if self.identity is not None else "anonymous"
@@ -510,15 +526,42 @@ class Namespace(Channels, Delivery, Jobs):
     ) -> None:
         """Emit *event* with *args* to this socket.
 
+        The socket is this worker's: the emit is local, never published to
+        the other workers (:mod:`oe_web_socketio.pubsub.fanout`), and does
+        not yield.
+
         :param callback: called with the client's acknowledgement.
         """
         self.server.emit(
-            event, args, to=self.sid, namespace=self.path, callback=callback
+            event,
+            args,
+            to=self.sid,
+            namespace=self.path,
+            callback=callback,
+            ignore_queue=True,
         )
 
     def send(self, message: Any) -> None:
-        """Send *message* to this socket."""
-        self.server.emit(MESSAGE_EVENT, (message,), to=self.sid, namespace=self.path)
+        """Send *message* to this socket (local, as :meth:`emit`)."""
+        self.server.emit(
+            MESSAGE_EVENT,
+            (message,),
+            to=self.sid,
+            namespace=self.path,
+            ignore_queue=True,
+        )
+
+    def emit_to(self, sid: str, event: str, *args: Any) -> None:
+        """Emit *event* with *args* to the socket *sid* of this namespace,
+        held by this worker or another (through the broker of
+        :mod:`oe_web_socketio.pubsub.fanout`); nothing happens if no worker
+        holds it."""
+        self.server.emit(event, args, to=sid, namespace=self.path)
+
+    def send_to(self, sid: str, message: Any) -> None:
+        """Send *message* to the socket *sid* of this namespace, wherever it
+        is held (see :meth:`emit_to`)."""
+        self.server.emit(MESSAGE_EVENT, (message,), to=sid, namespace=self.path)
 
     def broadcast(self, message: Any) -> None:
         """Send *message* to every socket of the namespace but this one."""
@@ -564,12 +607,92 @@ class Namespace(Channels, Delivery, Jobs):
     def error(self, code: str, message: str) -> None:
         """Send the ``error`` event, ``{"error": {code, message}}``."""
         self.server.emit(
-            ERROR_EVENT, error_payload(code, message), to=self.sid, namespace=self.path
+            ERROR_EVENT,
+            error_payload(code, message),
+            to=self.sid,
+            namespace=self.path,
+            ignore_queue=True,
         )
 
     def disconnect(self) -> None:
         """Disconnect this socket from the namespace."""
         self.server.disconnect(self.sid, namespace=self.path)
+
+    # --- presence
+
+    def presence(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Who is connected to this namespace, across every worker: in this
+        socket's database, or subscribed to *channel* there.
+
+        :returns: ``[{"sid", "uid", "login"}, …]`` in the order they came
+            (one item per socket: a user with two tabs is there twice);
+            ``[]`` unless :attr:`track_presence` is on.
+        :raises DatabaseUnavailable: the store cannot be read now.
+        """
+        if not self.track_presence or self._presence is None or self.database is None:
+            return []
+        return [
+            present.as_dict()
+            for present in self._presence.members(
+                str(self.path), self.database, DATABASE if channel is None else channel
+            )
+        ]
+
+    def on_presence(self, channel: Any = None) -> list[dict[str, Any]]:
+        """The ``presence`` event: :meth:`presence` of the database, or of
+        *channel*, which the socket must be subscribed to."""
+        if not self.track_presence:
+            raise EventError(UNKNOWN_EVENT, "this namespace keeps no presence")
+        if channel is not None:
+            channel = channel_argument(channel)
+            if channel not in self._channels:
+                raise EventError(FORBIDDEN, f"not subscribed to {shorten(channel)}")
+        return self.presence(channel)
+
+    def enter_presence(self) -> None:
+        """Record this socket present in its database, and tell the others
+        (the dispatcher calls it once the socket is connected)."""
+        if self.track_presence and not self._present:
+            self._present = True
+            self._presence_changed("join", None)
+
+    def leave_presence(self) -> None:
+        """Forget this socket everywhere, and tell the others (the
+        dispatcher calls it when the socket disconnects)."""
+        if not self._present:
+            return
+        for channel in sorted(self._channels):
+            self._presence_changed("leave", channel, record=False)
+        self._presence_changed("leave", None, record=False)
+        self._present = False
+        if self._presence is not None:
+            self._presence.leave(str(self.path), self.sid, None)
+
+    def _presence_changed(
+        self, event: str, channel: str | None, *, record: bool = True
+    ) -> None:
+        """Record that this socket arrived on, or left, *channel* (``None``:
+        its database) and tell the sockets there, on every worker."""
+        if not self._present or self._presence is None or self.database is None:
+            return
+        me = Present(self.sid, self.uid, self.login)
+        if record:
+            place = DATABASE if channel is None else channel
+            if event == "join":
+                self._presence.enter(str(self.path), self.database, place, me)
+            else:
+                self._presence.leave(str(self.path), self.sid, place)
+        self.server.emit(
+            PRESENCE_EVENT,
+            {"event": event, "channel": channel, **me.as_dict()},
+            to=(
+                rooms.database_room(self.database)
+                if channel is None
+                else rooms.subscribers(channel)
+            ),
+            namespace=self.path,
+            skip_sid=self.sid,
+        )
 
     # --- errors
 

@@ -77,6 +77,11 @@ ERROR_EVENT = "error"
 #: ``(message, channel)``.
 MESSAGE_EVENT = "message"
 
+#: The event that tells the sockets of a namespace that keeps presence who
+#: arrived and who left (:meth:`~oe_web_socketio.namespace.Namespace.presence`):
+#: ``{"event": "join"|"leave", "channel": <channel>|null, "sid", "uid", "login"}``.
+PRESENCE_EVENT = "presence"
+
 #: Error codes.
 MALFORMED = "malformed"
 PAYLOAD_TOO_LARGE = "payload_too_large"

@@ -18,6 +18,11 @@ Invariants:
 * :meth:`Deliverer.deliver` never yields: a broker delivers a batch and
   advances its head in one go, which the resume relies on (see
   :mod:`oe_web_socketio.resume`);
+* it emits to this process's sockets only (``ignore_queue``), never
+  through the client manager that carries emits to the other workers
+  (:mod:`oe_web_socketio.pubsub.fanout`): every worker reads the outbox
+  itself, so a message published through the manager would reach each
+  socket once per worker;
 * the sockets are found in the :class:`~oe_web_socketio.directory.SocketDirectory`,
   whose namespace paths are read once per batch.
 """
@@ -82,7 +87,11 @@ class Deliverer:
                 socket = self.directory.find(path, sid)
                 if socket is not None and socket.database == database:
                     self.server.emit(
-                        MESSAGE_EVENT, (payload, None, token), to=sid, namespace=path
+                        MESSAGE_EVENT,
+                        (payload, None, token),
+                        to=sid,
+                        namespace=path,
+                        ignore_queue=True,
                     )
             elif channel is not None:
                 self.server.emit(
@@ -90,6 +99,7 @@ class Deliverer:
                     (payload, channel, token),
                     to=channel_room(database, channel),
                     namespace=path,
+                    ignore_queue=True,
                 )
             else:
                 self.server.emit(
@@ -97,6 +107,7 @@ class Deliverer:
                     (payload, None, token),
                     to=database_room(database),
                     namespace=path,
+                    ignore_queue=True,
                 )
         if channel is not None and sid is None:
             listeners = self._adapters.get((database, channel))
