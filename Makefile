@@ -18,7 +18,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 
-DEBIAN_PACKAGES := python3 python3-venv postgresql postgresql-client libpq5 \
+DEBIAN_PACKAGES := python3 python3-venv postgresql postgresql-client libpq5 redis-server \
 	nginx-light util-linux ca-certificates \
 	chromium fonts-dejavu-core
 # Node.js and npm come from Debian (nodejs, npm) only when the command is
