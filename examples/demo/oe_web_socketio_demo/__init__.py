@@ -29,8 +29,10 @@ and misses nothing, sees nothing twice.
 
 Caveats:
 
-* presence is what this process knows: with several oe_web_socketio
-  servers behind one nginx, each shows its own sockets' users;
+* who is online is the server's presence (``track_presence``): the
+  sockets of every oe_web_socketio worker sharing the database; the
+  ``online`` list is sent again to every tab, on every worker, when
+  someone comes or goes;
 * the party list is read with plain SQL on the read-only cursor pool
   (a namespace has no trytond ORM), checking the model access rights of
   ``party.party`` for the user's groups as ``ir.model.access`` does;
@@ -99,6 +101,7 @@ WHERE active ORDER BY name, id LIMIT %(limit)s
 COUNT_PARTIES = "SELECT count(*) FROM party_party WHERE active"
 HAS_PARTIES = "SELECT to_regclass('public.party_party') IS NOT NULL"
 USER_NAME = "SELECT name FROM res_user WHERE id = %(uid)s"
+USER_NAMES = "SELECT id, name FROM res_user WHERE id = ANY(%(uids)s)"
 
 
 def room_channel(room: Any) -> str:
@@ -115,83 +118,79 @@ def room_channel(room: Any) -> str:
     return ROOM_PREFIX + room
 
 
-class Presence:
-    """Who is connected, per database: each socket's user, in this process."""
-
-    def __init__(self) -> None:
-        self._sockets: dict[str, dict[str, dict[str, Any]]] = {}
-
-    def add(self, database: str, sid: str, user: dict[str, Any]) -> bool:
-        """Count the socket *sid* of *user*; whether the user just came."""
-        came = user["uid"] not in self._uids(database)
-        self._sockets.setdefault(database, {})[sid] = user
-        return came
-
-    def remove(self, database: str, sid: str) -> bool:
-        """Forget the socket *sid*; whether its user just left."""
-        sockets = self._sockets.get(database, {})
-        user = sockets.pop(sid, None)
-        if not sockets:
-            self._sockets.pop(database, None)
-        return user is not None and user["uid"] not in self._uids(database)
-
-    def users(self, database: str) -> list[dict[str, Any]]:
-        """The users online in *database*, by name."""
-        users = {u["uid"]: u for u in self._sockets.get(database, {}).values()}
-        return sorted(users.values(), key=lambda u: (u["name"].lower(), u["uid"]))
-
-    def _uids(self, database: str) -> set[int]:
-        return {u["uid"] for u in self._sockets.get(database, {}).values()}
-
-
 class DemoNamespace(Namespace):
     """One browser tab of the demo."""
 
     allow_anonymous = False
     #: The demo's own hooks, apart from the default registry.
     events = events.Events()
-    #: Who is online, shared by the sockets of this process.
-    presence = Presence()
+    #: Who is online comes from the server's presence, across every
+    #: oe_web_socketio worker (Namespace.presence).
+    track_presence = True
 
     # --- presence
 
     def on_connect(self) -> None:
         assert self.db is not None and self.uid is not None
-        self.context["user"] = user = {
+        self.context["user"] = {
             "uid": self.uid,
             "login": self.login,
             "name": self._user_name(),
         }
         self.server.enter_room(self.sid, self._online_room, namespace=self.path)
-        if self.presence.add(self.db, self.sid, user):
-            logger.info("%s is online in %s", self.login, self.db)
-        # Everyone, this socket too, gets the list (a new tab needs it).
+
+    def enter_presence(self) -> None:
+        # Recorded (once connected): everyone, this socket too, gets the
+        # list (a new tab needs it).
+        super().enter_presence()
+        logger.info("%s is online in %s", self.login, self.db)
         self._announce()
 
-    def on_disconnect(self, reason: str) -> None:
-        if self.db is None:
-            return
-        if self.presence.remove(self.db, self.sid):
-            logger.info("%s left %s", self.login, self.db)
+    def leave_presence(self) -> None:
+        super().leave_presence()
+        if self.db is not None:
             # Not to the leaving socket: the server may be shutting down,
             # and its page would show nobody online.
             self._announce(skip_sid=self.sid)
 
     def on_who(self) -> list[dict[str, Any]]:
         """The ``who`` event: the users online in this database."""
-        assert self.db is not None
-        return self.presence.users(self.db)
+        return self._online()
 
     @property
     def _online_room(self) -> str:
         # Not a channel: can_subscribe never lets a client in.
         return f"demo-online:{self.db}"
 
+    def _online(self) -> list[dict[str, Any]]:
+        """The users online in this database, on every worker, by name
+        (a user with several tabs once)."""
+        uids = {p["uid"]: p["login"] for p in self.presence() if p["uid"] is not None}
+        names: dict[Any, str] = {}
+        if uids and self.bridge is not None:
+            try:
+                with self.bridge.pools.cursor(self.db) as cursor:
+                    names = dict(
+                        cursor.execute(USER_NAMES, {"uids": list(uids)}).fetchall()
+                    )
+            except DatabaseUnavailable as exc:
+                logger.warning("No names for who is online: %s", exc)
+        users = [
+            {"uid": uid, "login": login, "name": names.get(uid) or login or ""}
+            for uid, login in uids.items()
+        ]
+        return sorted(users, key=lambda u: (u["name"].lower(), u["uid"]))
+
     def _announce(self, skip_sid: str | None = None) -> None:
-        assert self.db is not None
+        try:
+            online = self._online()
+        except DatabaseUnavailable as exc:
+            logger.warning("Cannot tell who is online: %s", exc)
+            return
+        # Through the broker: the sockets of every worker.
         self.server.emit(
             "online",
-            (self.presence.users(self.db),),
+            (online,),
             to=self._online_room,
             namespace=self.path,
             skip_sid=skip_sid,
