@@ -50,6 +50,8 @@ class LongPollingServer(RealtimeServer):
             "trytond_config": trytond_config or ROOT / "etc" / "trytond.conf",
             "trusted_proxies": "127.0.0.1, ::1",
             "longpolling_modules": "tests.longpolling_routes",
+            # The appliance's: workers of one database agree on their broker.
+            "broker": "postgresql",
             **(settings or {}),
         }
         self.config.write_text(
