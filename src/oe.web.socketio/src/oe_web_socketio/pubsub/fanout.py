@@ -30,9 +30,12 @@ Invariants:
   clients; what it could not publish is counted (``errors``) and logged
   once per failure streak, and the peers miss it (ephemeral emits are not
   kept, see :mod:`oe_web_socketio.pubsub` for durable messages);
-* while the backend is unreachable a publish is not attempted again
-  before :attr:`PostgresManager.retry_after` seconds: an emit never
-  waits for a connection timeout more than once per streak;
+* an emit never waits for PostgreSQL: :class:`PostgresManager` queues
+  it, and one greenlet sends what waits, in order, in one round trip (a
+  pipeline of ``NOTIFY`` statements); while the backend is unreachable
+  nothing is tried again before :attr:`PostgresManager.retry_after`
+  seconds, what waits is dropped (counted), and at most
+  :attr:`PostgresManager.max_outgoing` messages wait;
 * a worker publishes only while another listens (:attr:`PostgresManager.peers`:
   other listeners of the database, counted when it connects and while
   idle, and any notification of another worker): a lone worker pays no
@@ -44,7 +47,7 @@ Invariants:
   the same transaction, so the receivers read it once the notification
   comes; rows older than :data:`SPILL_MAX_AGE` seconds are deleted. An
   emit of any size (up to what Engine.IO accepts) thus crosses workers,
-  in order with the others; the large ones cost two more round trips;
+  in order with the others;
 * durable messages (the outbox) are read by every worker from the
   database and emitted with ``ignore_queue`` (see
   :mod:`oe_web_socketio.pubsub.deliver`): never through the manager, or
@@ -61,7 +64,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import gevent
-import gevent.lock
 import gevent.queue
 import psycopg
 import socketio
@@ -110,6 +112,16 @@ CREATE UNLOGGED TABLE IF NOT EXISTS {SPILL_TABLE} (
 )
 """
 
+#: A notification (a statement of its own: its own transaction).
+NOTIFY = "SELECT pg_notify(%s, %s)"
+
+#: A message written to :data:`SPILL_TABLE`, and the notification of its
+#: key, in one statement.
+SPILL = (
+    f"WITH spilled AS (INSERT INTO {SPILL_TABLE} (message) VALUES (%s) "
+    "RETURNING id) SELECT pg_notify(%s, %s || id) FROM spilled"
+)
+
 #: The advisory lock key taken around :data:`SPILL_SCHEMA`.
 SCHEMA_LOCK_KEY = 0x6F65_7773_6673  # "oewsfs"
 
@@ -121,7 +133,8 @@ class Counting:
     def __init__(self) -> None:
         #: Messages published to the peers.
         self.published = 0
-        #: Messages received from the backend (the worker's own included).
+        #: Messages received from the backend (PostgreSQL: from the other
+        #: workers only; Redis: this worker's own too).
         self.received = 0
         #: Messages that could not be published (the peers missed them).
         self.errors = 0
@@ -171,6 +184,10 @@ class PostgresManager(Counting, socketio.PubSubManager):
     retry_after = 1.0
     #: Seconds a publishing connection may take to open.
     connect_timeout = 3
+    #: Most messages sent in one round trip.
+    batch = 100
+    #: Most messages waiting to be sent; more are not published (counted).
+    max_outgoing = 10_000
 
     def __init__(self, database: str, conninfo: str, *, channel: str = CHANNEL) -> None:
         Counting.__init__(self)
@@ -190,8 +207,12 @@ class PostgresManager(Counting, socketio.PubSubManager):
             application_name=LISTENER_NAME,
         )
         self._queue: gevent.queue.Queue[str] = gevent.queue.Queue()
+        self._own_suffix = f'"host_id": "{self.host_id}"}}'
         self._connection: psycopg.Connection | None = None
-        self._lock = gevent.lock.BoundedSemaphore()
+        #: What waits to be sent (:meth:`_send_waiting`).
+        self._outgoing: gevent.queue.Queue[str] = gevent.queue.Queue()
+        self._sender: gevent.Greenlet | None = None
+        self._sequence = 0
         self._retry_at = 0.0
         self._last_prune = 0.0
 
@@ -203,12 +224,13 @@ class PostgresManager(Counting, socketio.PubSubManager):
             self.listener.start()
 
     def stop(self) -> None:
-        """Stop listening, close the publishing connection."""
+        """Stop listening and sending, close the publishing connection."""
         self.listener.stop()
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        if self._sender is not None:
+            self._sender.kill(block=True, timeout=2)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -231,25 +253,46 @@ class PostgresManager(Counting, socketio.PubSubManager):
             # Nobody else listens (checked at each connection and while
             # idle; a worker that starts says hello at once).
             return
-        text = self.json.dumps(data)
-        now = time.monotonic()
-        if now < self._retry_at:
+        if time.monotonic() < self._retry_at:
             self._failed("PostgreSQL", ConnectionError("not reconnected yet"))
             return
-        try:
-            with self._lock:
-                self._send(text)
-        except psycopg.Error as exc:
-            self._retry_at = time.monotonic() + self.retry_after
-            with self._lock:
+        if self._outgoing.qsize() >= self.max_outgoing:
+            self._failed("PostgreSQL", ConnectionError("too many emits waiting"))
+            return
+        # The emitting greenlet does not wait for PostgreSQL: the sender
+        # sends what waits, in order, in one round trip.
+        # A number of its own: PostgreSQL drops a notification identical to
+        # another of the same transaction (one pipeline), and two emits may
+        # be identical.
+        self._sequence += 1
+        self._outgoing.put(self.json.dumps({"seq": self._sequence, **data}))
+        if self._sender is None:
+            self._sender = gevent.spawn(self._send_waiting)
+
+    def _send_waiting(self) -> None:
+        """The sender's loop: every message waiting, in one pipeline."""
+        while True:
+            texts = [self._outgoing.get()]
+            while not self._outgoing.empty() and len(texts) < self.batch:
+                texts.append(self._outgoing.get())
+            try:
+                self._send(texts)
+            except psycopg.Error as exc:
+                self._retry_at = time.monotonic() + self.retry_after
                 if self._connection is not None:
                     self._connection.close()
                     self._connection = None
-            self._failed("PostgreSQL", exc)
-        else:
-            self._succeeded("PostgreSQL")
+                for _text in texts:
+                    self._failed("PostgreSQL", exc)
+                # What waits behind them would wait for a dead server too.
+                while not self._outgoing.empty():
+                    self._outgoing.get()
+                    self._failed("PostgreSQL", exc)
+            else:
+                for _text in texts:
+                    self._succeeded("PostgreSQL")
 
-    def _send(self, text: str) -> None:
+    def _send(self, texts: list[str]) -> None:
         conn = self._connection
         if conn is None or conn.closed:
             conn = self._connection = connect(
@@ -257,25 +300,29 @@ class PostgresManager(Counting, socketio.PubSubManager):
                 "oe_web_socketio fan-out publisher",
                 self.connect_timeout,
             )
-        if len(text.encode()) <= NOTIFY_LIMIT:
-            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, text))
+        if len(texts) == 1 and len(texts[0].encode()) <= NOTIFY_LIMIT:
+            conn.execute(NOTIFY, (self.channel, texts[0]))
             return
-        with conn.transaction():
-            row = conn.execute(
-                f"INSERT INTO {SPILL_TABLE} (message) VALUES (%s) RETURNING id",
-                (text,),
-            ).fetchone()
-            assert row is not None
-            conn.execute(
-                "SELECT pg_notify(%s, %s)", (self.channel, f"{SPILL_PREFIX}{row[0]}")
-            )
-        self.spilled += 1
+        with conn.pipeline():
+            for text in texts:
+                if len(text.encode()) <= NOTIFY_LIMIT:
+                    conn.execute(NOTIFY, (self.channel, text))
+                else:
+                    # One statement, one transaction: the notification goes
+                    # out at its commit, when the row is there to read.
+                    conn.execute(SPILL, (text, self.channel, SPILL_PREFIX))
+                    self.spilled += 1
 
     # --- receiving (the listener's greenlet)
 
     def _notified(self, conn: psycopg.Connection, payloads: list[str]) -> None:
         if not self.peers and any(self.host_id not in p for p in payloads):
             self.peers = True
+        # This worker's own messages come back too: python-socketio would
+        # decode each to drop it. They end with its host_id (the last key
+        # of what PubSubManager publishes, but for callbacks, which name
+        # the worker they go to and do not end so).
+        payloads = [p for p in payloads if not p.endswith(self._own_suffix)]
         spilled = [
             int(p[1:]) for p in payloads if p[:1] == SPILL_PREFIX and p[1:].isdigit()
         ]
