@@ -118,6 +118,16 @@ def room_channel(room: Any) -> str:
     return ROOM_PREFIX + room
 
 
+def online_users(logins: dict[Any, Any], names: dict[Any, str]) -> list[dict[str, Any]]:
+    """The users of *logins* (by uid; a user with several tabs is one),
+    named by *names* (by uid; the login where none), by name."""
+    users = [
+        {"uid": uid, "login": login, "name": names.get(uid) or login or ""}
+        for uid, login in logins.items()
+    ]
+    return sorted(users, key=lambda u: (u["name"].lower(), u["uid"]))
+
+
 class DemoNamespace(Namespace):
     """One browser tab of the demo."""
 
@@ -175,11 +185,7 @@ class DemoNamespace(Namespace):
                     )
             except DatabaseUnavailable as exc:
                 logger.warning("No names for who is online: %s", exc)
-        users = [
-            {"uid": uid, "login": login, "name": names.get(uid) or login or ""}
-            for uid, login in uids.items()
-        ]
-        return sorted(users, key=lambda u: (u["name"].lower(), u["uid"]))
+        return online_users(uids, names)
 
     def _announce(self, skip_sid: str | None = None) -> None:
         try:
