@@ -126,9 +126,12 @@ def cross_worker_emits(workers, channel):
         assert node.emit("subscribe", channel) == [True]
         # Chat: broadcast_channel from one worker reaches the other's
         # subscribers, not the sender.
+        # Twice, the same: both cross (not one notification of two).
+        here.call("say", channel, "hello from 0")
         here.call("say", channel, "hello from 0")
         assert there.wait_message(lambda *a: a == ("hello from 0", channel))
-        assert node.wait_event("message") == ["hello from 0", channel]
+        for _ in range(2):
+            assert node.wait_event("message") == ["hello from 0", channel]
         node.emit("say", channel, "hello from node")
         assert here.wait_message(lambda *a: a == ("hello from node", channel))
         # send_to: a socket id held by the other worker.
@@ -142,6 +145,8 @@ def cross_worker_emits(workers, channel):
         assert node.wait_event("message") == [large]
         time.sleep(0.3)  # nothing more may come
         assert [m for m in here.messages() if m[0] == "hello from 0"] == []
+        assert there.messages().count(("hello from 0", channel)) == 2
+        assert node.events("message").count(["hello from 0", channel]) == 2
         assert [m for m in there.messages() if m == (large,)] == [(large,)]
         assert [m for m in here.messages() if m == ("psst",)] == []
     finally:
