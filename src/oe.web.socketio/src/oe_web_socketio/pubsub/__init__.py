@@ -39,10 +39,29 @@ What a durable broker guarantees:
   reconnects on its own and delivers what was committed meanwhile, in
   order, then serves again; a client that resumes misses nothing.
 
-Durable messages are emitted to this server's sockets only: with several
-servers (or workers) on one database, each reads the outbox itself.
-Messages to a socket id are live only (a reconnecting socket has a new
-id).
+Durable messages are emitted to this server's sockets only (python-socketio's
+``ignore_queue``): with several servers (or workers) on one database, each
+reads the outbox itself, so a subscriber gets each message once, whichever
+worker holds it. Messages to a socket id are live only (a reconnecting
+socket has a new id).
+
+Ephemeral emits (python-socketio's, a namespace's ``broadcast*``,
+``send_to``…) are not a broker's: they cross workers through the client
+manager of :mod:`oe_web_socketio.pubsub.fanout` (``local``,
+``postgresql`` or ``redis``). What each guarantees, against the durable
+messages above:
+
+* while the manager's backend (PostgreSQL or Redis) is away, a worker
+  still emits to its own sockets; the other workers miss what it emits
+  meanwhile (counted, one log line per outage) and nothing is replayed
+  when it is back; durable messages committed meanwhile arrive, in order;
+* when a worker goes away, what it was emitting is lost, and its clients
+  reconnect to another worker, where they resume the durable messages
+  from their last position, missing nothing and getting nothing twice;
+* order: the emits of one worker reach every socket in the order it made
+  them (one ``NOTIFY`` channel, or one Redis channel); there is no order
+  between the emits of two workers, nor between emits and durable
+  messages.
 """
 
 from __future__ import annotations
