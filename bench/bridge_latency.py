@@ -172,19 +172,27 @@ def start_server(
     port: int,
     program: Path = ROOT / "bin" / "oe_web_socketio",
     worker: str | None = None,
+    *,
+    database: str = DATABASE,
+    settings: dict[str, str] | None = None,
+    namespace: str = "/=bridge_namespaces:OpenNamespace",
 ) -> subprocess.Popen:
-    """*program* (``bin/oe_web_socketio``) serving :data:`DATABASE` to
-    anonymous subscribers (tests/bridge_namespaces.py), as the real-time
-    worker *worker* if given; return once it listens."""
+    """*program* (``bin/oe_web_socketio``) serving *database* to
+    anonymous subscribers (*namespace*, by default
+    tests/bridge_namespaces.py), as the real-time worker *worker* if
+    given, with more *settings*; return once it listens. Its log is
+    ``server-<port>.log`` in *workdir*."""
     if not program.exists():
         raise SystemExit(f"{program} is missing: build the appliance first")
     trytond_conf = workdir / "trytond.conf"
     trytond_conf.write_text(f"[database]\nuri = {uri}\n")
-    config = workdir / "oe_web_socketio.conf"
+    config = workdir / f"oe_web_socketio-{port}.conf"
     config.write_text(
-        f"[oe_web_socketio]\ndatabases = {DATABASE}\ntrytond_config = {trytond_conf}\n"
+        f"[oe_web_socketio]\ndatabases = {database}\ntrytond_config = {trytond_conf}\n"
+        + "".join(f"{key} = {value}\n" for key, value in (settings or {}).items())
     )
-    log = (workdir / "server.log").open("w")
+    server_log = workdir / f"server-{port}.log"
+    log = server_log.open("w")
     process = subprocess.Popen(
         [
             str(program),
@@ -192,9 +200,9 @@ def start_server(
             str(config),
             "--no-entry-points",
             "-n",
-            "/=bridge_namespaces:OpenNamespace",
+            namespace,
             "-d",
-            DATABASE,
+            database,
             "-i",
             "127.0.0.1",
             "-p",
@@ -222,11 +230,9 @@ def start_server(
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(
-                "oe_web_socketio exited:\n" + (workdir / "server.log").read_text()
-            )
+            raise SystemExit("oe_web_socketio exited:\n" + server_log.read_text())
         try:
-            listener = health(url)["listeners"][DATABASE]
+            listener = health(url)["listeners"][database]
             if listener["state"] == "listening":
                 return process
         except (OSError, KeyError, ValueError):
@@ -234,8 +240,7 @@ def start_server(
         time.sleep(0.1)
     stop(process)
     raise SystemExit(
-        "oe_web_socketio did not listen in time:\n"
-        + (workdir / "server.log").read_text()[-3000:]
+        "oe_web_socketio did not listen in time:\n" + server_log.read_text()[-3000:]
     )
 
 
@@ -555,7 +560,7 @@ def run(args: argparse.Namespace, lifetime: float) -> int:
     if ok:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
-        print(f"# the servers' logs: {workdir}/w*/server.log")
+        print(f"# the servers' logs: {workdir}/w*/server-*.log")
     return 0 if ok else 1
 
 
