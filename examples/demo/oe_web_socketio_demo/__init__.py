@@ -177,9 +177,9 @@ class DemoNamespace(Namespace):
         (a user with several tabs once)."""
         uids = {p["uid"]: p["login"] for p in self.presence() if p["uid"] is not None}
         names: dict[Any, str] = {}
-        if uids and self.bridge is not None:
+        if uids and self.has_database:
             try:
-                with self.bridge.pools.cursor(self.db) as cursor:
+                with self.cursor() as cursor:
                     names = dict(
                         cursor.execute(USER_NAMES, {"uids": list(uids)}).fetchall()
                     )
