@@ -112,7 +112,10 @@ CLIENTS_SCRIPT = Path(__file__).resolve().parent / "bridge_clients.mjs"
 
 
 def server_uri() -> str:
-    """The ``[database] uri`` of the appliance's trytond.conf."""
+    """The ``[database] uri`` of the appliance's trytond.conf, or
+    ``$OE_BENCH_URI`` (a libpq URI without a database name) if set."""
+    if os.environ.get("OE_BENCH_URI"):
+        return os.environ["OE_BENCH_URI"]
     parser = configparser.ConfigParser(interpolation=None)
     path = ROOT / "etc" / "trytond.conf"
     if not path.exists():
