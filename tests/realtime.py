@@ -47,18 +47,21 @@ class ServerProcess:
     def start(self, command: list[str], log: Path, env: dict[str, str] | None) -> None:
         """Run *command* and wait up to 30 s for :meth:`ready`."""
         self.log = log
-        self._log_file = log.open("a")
-        self.process = subprocess.Popen(
-            command,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        # The child writes to its own copy of the descriptor: the test
+        # process keeps no file open for the server's life (one left to
+        # the garbage collector is a ResourceWarning, an error here, in
+        # whichever test it happens to fall).
+        with log.open("a") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self._log_file.close()
                 raise RuntimeError(f"{self.name} exited: {log.read_text()[-3000:]}")
             try:
                 self.ready()
@@ -79,7 +82,6 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        self._log_file.close()
 
 
 class RealtimeServer(ServerProcess):

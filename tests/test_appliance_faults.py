@@ -8,6 +8,7 @@ the buildout, then the command a user would run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,6 +28,29 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: The copy's real-time workers, on [ports] socketio upward: as many as
+#: the cores the buildout counts (``socketio-workers = auto``).
+COPY_WORKERS = len(os.sched_getaffinity(0))
+
+
+def _free_ports(count: int, taken: set[int]) -> int:
+    """The first of *count* consecutive free ports, none of *taken*."""
+    for _ in range(100):
+        first = _free_port()
+        ports = set(range(first, first + count))
+        if ports & taken or max(ports) > 65535:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in ports:
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 class ApplianceCopy(Appliance):
@@ -95,7 +119,12 @@ def copy():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     appliance = ApplianceCopy(directory)
-    object.__setattr__(appliance, "ports", (_free_port(), _free_port(), _free_port()))
+    http, trytond = _free_port(), _free_port()
+    while trytond == http:
+        trytond = _free_port()
+    # Every worker's port free, none of the others.
+    socketio = _free_ports(COPY_WORKERS, {http, trytond})
+    object.__setattr__(appliance, "ports", (http, trytond, socketio))
     yield appliance
     if appliance.supervisord_running():
         appliance.shutdown()
@@ -236,7 +265,8 @@ def _copy_processes(copy: ApplianceCopy) -> list[str]:
 def _assert_nothing_left(copy: ApplianceCopy) -> None:
     assert _copy_processes(copy) == []
     assert not (copy.directory / "var" / "run" / "supervisord.pid").exists()
-    for port in copy.ports:
+    http, trytond, socketio = copy.ports
+    for port in (http, trytond, *range(socketio, socketio + COPY_WORKERS)):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} open"
 
