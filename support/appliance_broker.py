@@ -9,13 +9,15 @@ default broker (PostgreSQL), or a Redis of another machine, there is no
 such program at all, rather than one that ends at once, so that every
 program supervisor lists is one that runs.
 
-Invariant: this module imports only the standard library.
+Invariant: this module imports only the standard library and its
+sibling appliance_workers (the recipe's frame).
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Any
+
+from appliance_workers import ComputedRecipe
 
 #: The brokers ``[settings] broker`` may name (those of the server's own
 #: setting, :attr:`oe_web_socketio.config.Config.broker`).
@@ -45,21 +47,10 @@ def render(options: MutableMapping[str, str]) -> None:
     )
 
 
-class Recipe:
-    """The buildout recipe: computes its options when the buildout reads
-    the part, installs nothing."""
+class Recipe(ComputedRecipe):
+    """The broker's recipe (entry point ``broker``)."""
 
-    def __init__(
-        self, buildout: Any, name: str, options: MutableMapping[str, str]
-    ) -> None:
-        try:
-            render(options)
-        except BrokerError as error:
-            import zc.buildout
+    error = BrokerError
 
-            raise zc.buildout.UserError(str(error)) from None
-
-    def install(self) -> tuple[str, ...]:
-        return ()
-
-    update = install
+    def compute(self, options: MutableMapping[str, str]) -> None:
+        render(options)

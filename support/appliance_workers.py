@@ -31,7 +31,7 @@ import os
 import re
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 #: A worker's name: what :data:`oe_web_socketio.config.WORKER_NAME` accepts.
 WORKER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -200,22 +200,42 @@ def render(options: MutableMapping[str, str]) -> None:
     options["nginx-upstreams"] = nginx_upstreams(every)
 
 
-class Recipe:
-    """The buildout recipe: computes its options when the buildout reads
-    the part (the templates' parts then substitute them), installs
-    nothing."""
+class ComputedRecipe:
+    """A buildout recipe that computes its options when the buildout reads
+    the part (the templates' parts then substitute them) and installs
+    nothing: :meth:`compute` sets them, and its :attr:`error` fails the
+    buildout with its message. This module's :class:`Recipe`, and
+    appliance_broker's."""
+
+    error: ClassVar[type[Exception]]
 
     def __init__(
         self, buildout: Any, name: str, options: MutableMapping[str, str]
     ) -> None:
         try:
-            render(options)
-        except WorkersError as error:
+            self.compute(options)
+        except self.error as error:
             import zc.buildout
 
             raise zc.buildout.UserError(str(error)) from None
+
+    def compute(self, options: MutableMapping[str, str]) -> None:
+        """Set the computed options from the others.
+
+        :raises error: a setting is invalid.
+        """
+        raise NotImplementedError
 
     def install(self) -> tuple[str, ...]:
         return ()
 
     update = install
+
+
+class Recipe(ComputedRecipe):
+    """The workers' recipe (entry point ``workers``)."""
+
+    error = WorkersError
+
+    def compute(self, options: MutableMapping[str, str]) -> None:
+        render(options)
